@@ -1,0 +1,1 @@
+"""mailcore: the domain library shared by the mail functions (a Lambda layer)."""

@@ -1,0 +1,79 @@
+"""Lazily created boto3 clients.
+
+Clients are built on first use, never at import, so moto (or any endpoint given by
+``AWS_ENDPOINT_URL``, which botocore reads itself) is in place before they exist.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+_CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=32)
+
+#: Called as ``observer(service, operation)`` for every HTTP request any client sends.
+RequestObserver = Callable[[str, str], None]
+_observers: list[RequestObserver] = []
+
+
+def add_request_observer(observer: RequestObserver) -> None:
+    _observers.append(observer)
+
+
+def remove_request_observer(observer: RequestObserver) -> None:
+    _observers.remove(observer)
+
+
+def _before_send(event_name: str, **_: Any) -> None:
+    # event_name is "before-send.<service>.<Operation>"; retries send again and count again.
+    _, service, operation = event_name.split(".", 2)
+    for observer in list(_observers):
+        observer(service, operation)
+
+
+def observe(client: Any) -> Any:
+    """Report every request of ``client`` to the registered observers."""
+    client.meta.events.register("before-send", _before_send)
+    return client
+
+
+@dataclass
+class Clients:
+    """A set of AWS clients sharing one boto3 session."""
+
+    session: Any = None
+    _clients: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, service: str) -> Any:
+        client = self._clients.get(service)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(service)
+                if client is None:
+                    session = self.session or boto3.session.Session()
+                    self.session = session
+                    client = observe(session.client(service, config=_CONFIG))
+                    self._clients[service] = client
+        return client
+
+    @property
+    def dynamodb(self) -> Any:
+        return self.get("dynamodb")
+
+    @property
+    def s3(self) -> Any:
+        return self.get("s3")
+
+    @property
+    def events(self) -> Any:
+        return self.get("events")
+
+    @property
+    def sqs(self) -> Any:
+        return self.get("sqs")

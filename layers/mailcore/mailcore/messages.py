@@ -1,0 +1,325 @@
+"""The message index: one item per message per mailbox, with flags and MODSEQ.
+
+Key design of ``MessagesTable`` (``pk`` string, ``uid`` number):
+
+| item | pk | uid | attributes |
+|---|---|---|---|
+| message | ``<mailbox_id>`` | UID | ``sha256``, ``size``, ``internaldate`` (epoch s), ``flags`` (string set), ``modseq``, ``meta`` (JSON: envelope, bodystructure, sections) |
+| expunge tombstone | ``<mailbox_id>/expunged`` | UID | ``modseq`` |
+
+The local secondary index ``by-modseq`` (``pk``, ``modseq``) answers "what changed since
+MODSEQ n" (RFC 7162 CONDSTORE; tombstones give QRESYNC's VANISHED) with one Query per
+page, so sessions learn of new mail, flag changes and expunges without reading the
+whole mailbox. Every list is a paged Query; nothing scans.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailcore import dynamo
+from mailcore.blobstore import BlobStore
+from mailcore.errors import InvalidInput, NotFound
+from mailcore.mailboxes import Allocation, Mailbox, MailboxIndex, mailbox_key
+
+SEEN = "\\Seen"
+DELETED = "\\Deleted"
+#: RFC 3501 §2.3.2 system flags a client may set (\Recent is the server's, per session).
+SYSTEM_FLAGS = {"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"}
+#: Characters RFC 3501 §9 forbids in an atom (a keyword is an atom).
+_ATOM_SPECIALS = set('(){ %*"\\]') | {chr(c) for c in range(0x20)} | {"\x7f"}
+MAX_FLAGS = 64
+#: Each transaction holds at most 100 actions: up to 48 messages plus counts and refs.
+_MESSAGES_PER_TRANSACTION = 32
+#: How long a delivery marker protects against a retried delivery.
+DEDUP_SECONDS = 7 * 24 * 3600
+#: Attributes worth reading for FLAGS-only fetches.
+SUMMARY_FIELDS = ("uid", "flags", "modseq", "size", "internaldate", "sha256")
+
+
+def tombstone_pk(mailbox_id: str) -> str:
+    return f"{mailbox_id}/expunged"
+
+
+def validate_flags(flags: list[str]) -> list[str]:
+    if len(flags) > MAX_FLAGS:
+        raise InvalidInput("too many flags")
+    for flag in flags:
+        if flag.startswith("\\"):
+            if flag.capitalize() not in {f.capitalize() for f in SYSTEM_FLAGS}:
+                raise InvalidInput(f"unknown system flag {flag}")
+        elif not flag or any(c in _ATOM_SPECIALS for c in flag):
+            raise InvalidInput(f"invalid keyword {flag!r}")
+    # System flags are case-insensitive (RFC 3501 §2.3.2); store them canonically.
+    canon = {f.lower(): f for f in SYSTEM_FLAGS}
+    return sorted({canon.get(f.lower(), f) for f in flags})
+
+
+@dataclass
+class NewMessage:
+    """A message to index: its bytes are already in the blob store under ``sha256``."""
+
+    sha256: str
+    size: int
+    meta: dict[str, Any]
+    flags: list[str] = field(default_factory=list)
+    internaldate: int = 0
+
+
+@dataclass
+class MessageRecord:
+    uid: int
+    flags: list[str]
+    modseq: int
+    size: int = 0
+    internaldate: int = 0
+    sha256: str = ""
+    meta: dict[str, Any] | None = None
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> MessageRecord:
+        meta = item.get("meta")
+        return cls(
+            uid=int(item["uid"]),
+            flags=list(item.get("flags", [])),
+            modseq=int(item.get("modseq", 0)),
+            size=int(item.get("size", 0)),
+            internaldate=int(item.get("internaldate", 0)),
+            sha256=item.get("sha256", ""),
+            meta=json.loads(meta) if isinstance(meta, str) else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class Changes:
+    """What changed in a mailbox after a MODSEQ (RFC 7162 §3.1.4 / §3.2.5)."""
+
+    highestmodseq: int
+    changed: list[MessageRecord]
+    expunged: list[int]
+
+
+@dataclass
+class MessageIndex:
+    dynamodb: Any
+    table: str
+    mailboxes: MailboxIndex
+    blobs: BlobStore
+
+    # -- writing ----------------------------------------------------------------
+
+    def append(self, user: str, name: str, messages: list[NewMessage], dedup_key: str | None = None) -> list[int]:
+        """Index ``messages`` in a mailbox: one UpdateItem for UIDs, then one transaction
+        per 32 messages. With ``dedup_key`` a repeated call delivers nothing and returns []."""
+        for m in messages:
+            m.flags = validate_flags(m.flags)
+        alloc = self.mailboxes.allocate(user, name, len(messages))
+        uids = list(range(alloc.first_uid, alloc.first_uid + len(messages)))
+        now = int(time.time())
+        for start in range(0, len(messages), _MESSAGES_PER_TRANSACTION):
+            chunk = messages[start : start + _MESSAGES_PER_TRANSACTION]
+            actions = [
+                self._put_action(alloc, uid, m, now)
+                for uid, m in zip(uids[start:], chunk)
+            ]
+            actions.append(self.mailboxes.counts_action(alloc.mailbox, len(chunk), sum(SEEN not in m.flags for m in chunk)))
+            refs = Counter(m.sha256 for m in chunk)
+            actions += [self.blobs.add_refs_action(sha, n) for sha, n in refs.items()]
+            if dedup_key is not None and start == 0:
+                actions.append(self._dedup_action(alloc.mailbox, dedup_key, uids[0], now))
+            try:
+                dynamo.transact(self.dynamodb, actions)
+            except self.dynamodb.exceptions.TransactionCanceledException as error:
+                codes = dynamo.cancellation_codes(error)
+                if dedup_key is not None and codes and codes[-1] == "ConditionalCheckFailed":
+                    return []  # RFC 5321 §4.1.1.4 retry of a delivery we already made
+                if "ConditionalCheckFailed" in codes:
+                    raise NotFound(f"mailbox {name} was deleted") from None
+                raise
+        return uids
+
+    def _put_action(self, alloc: Allocation, uid: int, m: NewMessage, now: int) -> dict[str, Any]:
+        item = {
+            "pk": alloc.mailbox.mailbox_id,
+            "uid": uid,
+            "sha256": m.sha256,
+            "size": m.size,
+            "internaldate": m.internaldate or now,
+            "flags": set(m.flags) or None,
+            "modseq": alloc.modseq,
+            "meta": json.dumps(m.meta, separators=(",", ":")),
+        }
+        return {"Put": {"TableName": self.table, "Item": dynamo.serialize(item), "ConditionExpression": "attribute_not_exists(uid)"}}
+
+    def _dedup_action(self, mailbox: Mailbox, key: str, uid: int, now: int) -> dict[str, Any]:
+        item = {"pk": f"DELIVERY#{mailbox.mailbox_id}", "sk": key, "uid": uid, "expires_at": now + DEDUP_SECONDS}
+        return {"Put": {"TableName": self.mailboxes.table, "Item": dynamo.serialize(item), "ConditionExpression": "attribute_not_exists(pk)"}}
+
+    def store_flags(self, user: str, name: str, uids: list[int], mode: str, flags: list[str], unchanged_since: int | None = None) -> list[MessageRecord]:
+        """RFC 3501 §6.4.6 STORE: ``mode`` is ``+`` (add), ``-`` (remove) or ``=`` (replace).
+
+        One UpdateItem for a MODSEQ, one per message, one for the unseen count. Messages that
+        no longer exist, or changed after ``unchanged_since`` (RFC 7162 §3.1.3), are left out.
+        """
+        if mode not in "+-=" or len(mode) != 1:
+            raise InvalidInput(f"bad store mode {mode!r}")
+        wanted = set(validate_flags(flags))
+        alloc = self.mailboxes.allocate(user, name, 0)
+        updated: list[MessageRecord] = []
+        unseen_delta = 0
+        for uid in uids:
+            old = self._update_flags(alloc, uid, mode, wanted, unchanged_since)
+            if old is None:
+                continue
+            before = set(old.flags)
+            after = before | wanted if mode == "+" else before - wanted if mode == "-" else wanted
+            unseen_delta += (SEEN in before) - (SEEN in after)
+            updated.append(MessageRecord(uid, sorted(after), alloc.modseq, old.size, old.internaldate, old.sha256))
+        if unseen_delta:
+            self._add_unseen(alloc.mailbox, unseen_delta)
+        return updated
+
+    def _update_flags(self, alloc: Allocation, uid: int, mode: str, flags: set[str], unchanged_since: int | None) -> MessageRecord | None:
+        if mode == "=":
+            update = "SET flags = :f, modseq = :m" if flags else "REMOVE flags SET modseq = :m"
+        elif not flags:
+            update = "SET modseq = :m"
+        else:
+            update = ("ADD" if mode == "+" else "DELETE") + " flags :f SET modseq = :m"
+        condition = "attribute_exists(uid)" + (" AND modseq <= :since" if unchanged_since is not None else "")
+        vals: dict[str, Any] = {"m": alloc.modseq}
+        if flags:
+            vals["f"] = flags
+        if unchanged_since is not None:
+            vals["since"] = unchanged_since
+        try:
+            reply = self.dynamodb.update_item(
+                TableName=self.table,
+                Key=dynamo.serialize({"pk": alloc.mailbox.mailbox_id, "uid": uid}),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=dynamo.values(**vals),
+                ReturnValues="ALL_OLD",
+            )
+        except self.dynamodb.exceptions.ConditionalCheckFailedException:
+            return None
+        return MessageRecord.from_item(dynamo.deserialize(reply["Attributes"]))
+
+    def _add_unseen(self, mailbox: Mailbox, delta: int) -> None:
+        self.dynamodb.update_item(
+            TableName=self.mailboxes.table,
+            Key=dynamo.serialize(mailbox_key(mailbox.user, mailbox.name)),
+            UpdateExpression="ADD unseen :u",
+            ConditionExpression="mailbox_id = :id",
+            ExpressionAttributeValues=dynamo.values(u=delta, id=mailbox.mailbox_id),
+        )
+
+    def expunge(self, user: str, name: str, uids: list[int] | None = None) -> list[int]:
+        """RFC 3501 §6.4.3 EXPUNGE (RFC 4315 §2.1 UID EXPUNGE when ``uids`` is given):
+        remove the messages flagged \\Deleted. One transaction per message (delete, tombstone,
+        counts), then the blob references are released."""
+        mailbox = self.mailboxes.get(user, name)
+        candidates = [m for m in self.list(mailbox.mailbox_id) if DELETED in m.flags and (uids is None or m.uid in uids)]
+        return self.remove(user, name, candidates)
+
+    def remove(self, user: str, name: str, records: list[MessageRecord]) -> list[int]:
+        """Remove ``records`` (as read from this mailbox) and leave tombstones. Returns their UIDs."""
+        if not records:
+            return []
+        alloc = self.mailboxes.allocate(user, name, 0)
+        mid = alloc.mailbox.mailbox_id
+        removed: list[int] = []
+        for record in records:
+            actions = [
+                {"Delete": {"TableName": self.table, "Key": dynamo.serialize({"pk": mid, "uid": record.uid}), "ConditionExpression": "attribute_exists(uid)"}},
+                {"Put": {"TableName": self.table, "Item": dynamo.serialize({"pk": tombstone_pk(mid), "uid": record.uid, "modseq": alloc.modseq})}},
+                self.mailboxes.counts_action(alloc.mailbox, -1, -(SEEN not in record.flags)),
+            ]
+            try:
+                dynamo.transact(self.dynamodb, actions)
+            except self.dynamodb.exceptions.TransactionCanceledException:
+                continue  # another session expunged it first
+            self.blobs.release(record.sha256)
+            removed.append(record.uid)
+        return removed
+
+    def copy(self, user: str, source: str, uids: list[int], target: str) -> list[tuple[int, int]]:
+        """RFC 3501 §6.4.7 COPY with RFC 4315 §3 COPYUID pairs (source UID, new UID)."""
+        src = self.mailboxes.get(user, source)
+        records = sorted(self.get(src.mailbox_id, uids), key=lambda r: r.uid)
+        if not records:
+            return []
+        news = [NewMessage(r.sha256, r.size, r.meta or {}, r.flags, r.internaldate) for r in records]
+        new_uids = self.append(user, target, news)
+        return [(r.uid, u) for r, u in zip(records, new_uids)]
+
+    def move(self, user: str, source: str, uids: list[int], target: str) -> list[tuple[int, int]]:
+        """RFC 6851 §3.1 MOVE: copy, then expunge the originals."""
+        pairs = self.copy(user, source, uids, target)
+        src = self.mailboxes.get(user, source)
+        moved = {s for s, _ in pairs}
+        self.remove(user, source, [r for r in self.list(src.mailbox_id) if r.uid in moved])
+        return pairs
+
+    def purge(self, mailbox: Mailbox) -> int:
+        """Drop every message of a deleted mailbox and release their blobs."""
+        records = self.list(mailbox.mailbox_id)
+        keys = [{"pk": mailbox.mailbox_id, "uid": r.uid} for r in records]
+        for start in range(0, len(keys), 25):  # BatchWriteItem takes 25 requests
+            request = {self.table: [{"DeleteRequest": {"Key": dynamo.serialize(k)}} for k in keys[start : start + 25]]}
+            while request:
+                request = self.dynamodb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+        for sha, n in Counter(r.sha256 for r in records).items():
+            self.blobs.release(sha, n)
+        return len(records)
+
+    # -- reading ----------------------------------------------------------------
+
+    def list(self, mailbox_id: str, first: int = 1, last: int | None = None, with_meta: bool = False) -> list[MessageRecord]:
+        """Messages with ``first <= uid <= last`` in UID order: one Query per 1 MB page."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND uid BETWEEN :a AND :b",
+            "ExpressionAttributeValues": dynamo.values(pk=mailbox_id, a=first, b=last if last is not None else 2**32),
+            "ConsistentRead": True,
+        }
+        if not with_meta:
+            kwargs.update(dynamo.projection(SUMMARY_FIELDS))
+        return [MessageRecord.from_item(i) for i in dynamo.query(self.dynamodb, **kwargs)]
+
+    def get(self, mailbox_id: str, uids: list[int]) -> list[MessageRecord]:
+        """Full records (with metadata) of some UIDs: one BatchGetItem per 100."""
+        keys = [{"pk": mailbox_id, "uid": uid} for uid in sorted(set(uids))]
+        items = dynamo.batch_get(self.dynamodb, self.table, keys, ConsistentRead=True)
+        return sorted((MessageRecord.from_item(i) for i in items), key=lambda r: r.uid)
+
+    def changes(self, mailbox: Mailbox, since: int) -> Changes:
+        """Messages changed or added, and UIDs expunged, after MODSEQ ``since``: two Queries."""
+        def after(pk: str) -> list[dict[str, Any]]:
+            return list(
+                dynamo.query(
+                    self.dynamodb,
+                    TableName=self.table,
+                    IndexName="by-modseq",
+                    KeyConditionExpression="pk = :pk AND modseq > :s",
+                    ExpressionAttributeValues=dynamo.values(pk=pk, s=since),
+                    **dynamo.projection(SUMMARY_FIELDS),
+                    ConsistentRead=True,
+                )
+            )
+        changed = sorted((MessageRecord.from_item(i) for i in after(mailbox.mailbox_id)), key=lambda r: r.uid)
+        expunged = sorted(int(i["uid"]) for i in after(tombstone_pk(mailbox.mailbox_id)))
+        return Changes(mailbox.highestmodseq, changed, expunged)
+
+    def read(self, mailbox_id: str, uid: int) -> tuple[MessageRecord, bytes]:
+        records = self.get(mailbox_id, [uid])
+        if not records:
+            raise NotFound(f"no message {uid}")
+        return records[0], self.blobs.get(records[0].sha256)
