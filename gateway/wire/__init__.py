@@ -1,0 +1,1 @@
+"""Protocol-neutral wire codecs with no sockets: lines with limits, dot-stuffing."""

@@ -1,0 +1,129 @@
+"""Message bytes: content-addressed, stored once, deleted with the last reference; and
+the DESIGN.md contract that each operation costs a known number of AWS requests."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailcore.accounting import count_requests
+from mailcore.blobstore import blob_key, sha256_hex
+from mailcore.contracts import Deliver
+from mailcore.delivery import deliver
+
+from .conftest import new_user
+
+RAW = b"From: a@example.org\r\nTo: b@example.test\r\nSubject: once\r\nMessage-ID: <m1@example.org>\r\n\r\nbody\r\n"
+
+
+def stage(store, key: str, data: bytes = RAW) -> str:
+    store.blobs.s3.put_object(Bucket=store.blobs.bucket, Key=key, Body=data)
+    return key
+
+
+def blob_exists(store, sha: str) -> bool:
+    reply = store.blobs.s3.list_objects_v2(Bucket=store.blobs.bucket, Prefix=blob_key(sha))
+    return reply.get("KeyCount", 0) > 0
+
+
+def test_same_bytes_for_two_users_are_stored_once_and_deleted_with_the_last_copy(store, domain):
+    # GIVEN two users who receive the same message
+    bob, alice = new_user(store, domain), new_user(store, domain)
+    unique = RAW + domain.encode()
+    result = deliver(store, Deliver(stage(store, f"staging/{domain}-1", unique), "a@example.org", [bob, alice]))
+    sha = result["sha256"]
+    assert sha == sha256_hex(unique)
+    # THEN both index the same blob, which exists once
+    records = [store.messages.list(store.mailboxes.get(u, "INBOX").mailbox_id)[0] for u in (bob, alice)]
+    assert {r.sha256 for r in records} == {sha}
+    keys = store.blobs.s3.list_objects_v2(Bucket=store.blobs.bucket, Prefix=blob_key(sha))["KeyCount"]
+    assert keys == 1
+    assert store.blobs.get(sha) == unique
+    # WHEN bob deletes his copy THEN the bytes stay for alice
+    store.messages.store_flags(bob, "INBOX", [1], "+", ["\\Deleted"])
+    store.messages.expunge(bob, "INBOX")
+    assert blob_exists(store, sha)
+    # WHEN alice deletes hers too THEN the bytes are gone
+    store.messages.store_flags(alice, "INBOX", [1], "+", ["\\Deleted"])
+    store.messages.expunge(alice, "INBOX")
+    assert not blob_exists(store, sha)
+
+
+def test_delivery_cost_and_idempotency(store, domain, user):
+    key = stage(store, f"staging/{domain}-2")
+    request = Deliver(key, "a@example.org", [user], dedup_key=f"txn-{domain}")
+    # WHEN a message is delivered to one recipient
+    with count_requests() as counter:
+        first = deliver(store, request)
+    # THEN it costs exactly these requests (DESIGN.md contract 4)
+    assert counter.snapshot() == {
+        "s3.GetObject": 1,
+        "s3.PutObject": 1,
+        "dynamodb.BatchGetItem": 1,
+        "dynamodb.UpdateItem": 1,
+        "dynamodb.TransactWriteItems": 1,
+        "events.PutEvents": 1,
+    }
+    # AND a retry of the same transaction delivers nothing new (contract 3)
+    second = deliver(store, request)
+    assert first["deliveries"][0]["uid"] == 1
+    assert second["deliveries"][0]["duplicate"] is True
+    inbox = store.mailboxes.get(user, "INBOX")
+    assert inbox.messages == 1
+
+
+OPERATION_COSTS = [
+    pytest.param("status", lambda s, u: s.mailboxes.get(u, "INBOX"), {"dynamodb.GetItem": 1}, id="STATUS"),
+    pytest.param("list", lambda s, u: s.mailboxes.list(u), {"dynamodb.Query": 1}, id="LIST"),
+    pytest.param("create", lambda s, u: s.mailboxes.create(u, "New"), {"dynamodb.UpdateItem": 1, "dynamodb.TransactWriteItems": 1}, id="CREATE"),
+    pytest.param(
+        "flags", lambda s, u: s.messages.list(s.mailboxes.get(u, "INBOX").mailbox_id),
+        {"dynamodb.GetItem": 1, "dynamodb.Query": 1}, id="FETCH-FLAGS",
+    ),
+    pytest.param(
+        "store", lambda s, u: s.messages.store_flags(u, "INBOX", [1, 2], "+", ["\\Seen"]),
+        {"dynamodb.UpdateItem": 4}, id="STORE-2-messages",
+    ),
+    pytest.param(
+        "fetch", lambda s, u: s.messages.get(s.mailboxes.get(u, "INBOX").mailbox_id, [1, 2]),
+        {"dynamodb.GetItem": 1, "dynamodb.BatchGetItem": 1}, id="FETCH-metadata",
+    ),
+    pytest.param(
+        "changes", lambda s, u: s.messages.changes(s.mailboxes.get(u, "INBOX"), 0),
+        {"dynamodb.GetItem": 1, "dynamodb.Query": 2}, id="CHANGES",
+    ),
+    pytest.param(
+        "copy", lambda s, u: s.messages.copy(u, "INBOX", [1, 2], "Archive"),
+        {"dynamodb.GetItem": 1, "dynamodb.BatchGetItem": 1, "dynamodb.UpdateItem": 1, "dynamodb.TransactWriteItems": 1},
+        id="COPY-2-messages",
+    ),
+    pytest.param(
+        "expunge", lambda s, u: s.messages.remove(u, "INBOX", s.messages.get(s.mailboxes.get(u, "INBOX").mailbox_id, [1])),
+        {"dynamodb.GetItem": 1, "dynamodb.BatchGetItem": 1, "dynamodb.UpdateItem": 2, "dynamodb.TransactWriteItems": 1},
+        id="EXPUNGE-1-message",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "operation", "expected"), OPERATION_COSTS)
+def test_each_mailbox_operation_has_a_fixed_cost(store, user, name, operation, expected):
+    body = RAW + user.encode()
+    sha = store.blobs.put(body)
+    from mailcore.messages import NewMessage
+
+    store.messages.append(user, "INBOX", [NewMessage(sha, len(body), {}), NewMessage(sha, len(body), {})])
+    with count_requests() as counter:
+        operation(store, user)
+    assert counter.snapshot() == expected
+    assert not any(op.endswith(".Scan") for op in counter.snapshot())
+
+
+def test_fetch_flags_of_a_large_mailbox_is_a_few_paged_queries(store, user):
+    from mailcore.messages import NewMessage
+
+    sha = store.blobs.put(RAW)
+    store.messages.append(user, "INBOX", [NewMessage(sha, len(RAW), {}) for _ in range(1000)])
+    inbox = store.mailboxes.get(user, "INBOX")
+    with count_requests() as counter:
+        records = store.messages.list(inbox.mailbox_id)
+    assert len(records) == 1000
+    assert counter.snapshot() == {"dynamodb.Query": 1}

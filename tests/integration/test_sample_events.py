@@ -1,0 +1,77 @@
+"""Every sample event in events/ is valid input to its handler (the same files serve
+``sam local invoke``). The handlers run in-process on the emulated AWS, as locally."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mailcore.contracts import AUTH_REQUESTS, INGEST_REQUESTS, MAILBOX_REQUESTS
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+#: Mailbox operations in an order where each sample's objects exist when it runs.
+MAILBOX_ORDER = [
+    "list", "status", "messages", "fetch", "store", "changes", "append", "create",
+    "rename", "subscribe", "copy", "expunge", "remove", "delete",
+]
+REQUESTS = {"auth": AUTH_REQUESTS, "ingest": INGEST_REQUESTS, "mailbox": MAILBOX_REQUESTS}
+
+
+def test_every_operation_has_a_sample_and_every_sample_an_operation():
+    for function, requests in REQUESTS.items():
+        samples = {p.stem for p in (EVENTS / function).glob("*.json")}
+        assert samples == {r.op for r in requests}, function
+    assert set(MAILBOX_ORDER) == {r.op for r in MAILBOX_REQUESTS}
+
+
+@pytest.fixture
+def demo(store):
+    """The demo account the samples name, fresh, with the sample message staged."""
+    from mailcore.errors import AlreadyExists, NotFound
+
+    try:
+        store.accounts.add_domain("example.test")
+    except AlreadyExists:
+        pass
+    try:
+        store.remove_user("demo@example.test")
+    except NotFound:
+        pass
+    store.add_user("demo@example.test", "demo-password")
+    raw = (EVENTS / "sample-message.eml").read_bytes()
+    store.blobs.s3.put_object(Bucket=store.blobs.bucket, Key="staging/sample-message", Body=raw)
+    return store
+
+
+def invoke(functions, name: str, sample: Path) -> dict:
+    return functions.invoke(f"{name.capitalize()}Function", json.loads(sample.read_text()))
+
+
+def test_samples_are_accepted_by_their_handlers(demo, function_transport):
+    # The ingest samples first: deliver puts UID 1 into INBOX, which the others use.
+    for sample in sorted((EVENTS / "auth").glob("*.json")) + [EVENTS / "ingest/resolve.json", EVENTS / "ingest/deliver.json"]:
+        result = invoke(function_transport, sample.parent.name, sample)
+        assert result["ok"], (sample.name, result)
+    for op in MAILBOX_ORDER:
+        result = invoke(function_transport, "mailbox", EVENTS / "mailbox" / f"{op}.json")
+        assert result["ok"], (op, result)
+
+
+def test_refusals_are_results_not_errors(demo, function_transport):
+    result = function_transport.invoke("AuthFunction", {"op": "authenticate", "username": "demo@example.test", "password": "nope"})
+    assert result == {"ok": False, "error": "AUTHENTICATIONFAILED", "message": "authentication failed"}
+    result = function_transport.invoke("MailboxFunction", {"op": "status", "user": "demo@example.test", "mailbox": "Missing"})
+    assert (result["ok"], result["error"]) == (False, "NONEXISTENT")
+    result = function_transport.invoke("MailboxFunction", {"op": "status", "user": "demo@example.test"})
+    assert (result["ok"], result["error"]) == (False, "CLIENTBUG")
+
+
+def test_a_user_cannot_reach_another_users_mailbox(demo, function_transport, user):
+    # GIVEN demo has mail; WHEN another user names demo's INBOX THEN it sees its own INBOX only
+    invoke(function_transport, "ingest", EVENTS / "ingest/deliver.json")
+    theirs = function_transport.invoke("MailboxFunction", {"op": "messages", "user": user, "mailbox": "INBOX"})
+    assert theirs["ok"] and theirs["messages"] == []
+    assert theirs["mailbox"]["user"] == user
