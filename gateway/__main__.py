@@ -34,7 +34,9 @@ def _certificate_from_secret(config: GatewayConfig, secret_arn: str) -> GatewayC
 
 
 async def main() -> None:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     config = GatewayConfig.from_env()
     if os.environ.get("TLS_SECRET_ARN") and not config.tls_cert_file:
         config = _certificate_from_secret(config, os.environ["TLS_SECRET_ARN"])

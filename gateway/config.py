@@ -20,8 +20,13 @@ LISTENERS: dict[str, tuple[str, int]] = {
 }
 #: The protocol each listener speaks.
 PROTOCOL: dict[str, str] = {
-    "smtp": "smtp", "submission": "smtp", "submissions": "smtp",
-    "imap": "imap", "imaps": "imap", "pop3": "pop3", "pop3s": "pop3",
+    "smtp": "smtp",
+    "submission": "smtp",
+    "submissions": "smtp",
+    "imap": "imap",
+    "imaps": "imap",
+    "pop3": "pop3",
+    "pop3s": "pop3",
 }
 #: Listeners that start TLS at once (RFC 8314 §3.3); the others offer STARTTLS/STLS.
 IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s"})
@@ -42,6 +47,8 @@ class GatewayConfig:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     function_names: dict[str, str] = field(default_factory=dict)
+    #: TCP port the load balancer's health check connects to (0: none).
+    health_port: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -54,4 +61,5 @@ class GatewayConfig:
             tls_cert_file=env.get("TLS_CERT_FILE", ""),
             tls_key_file=env.get("TLS_KEY_FILE", ""),
             function_names={logical: env[var] for logical, var in FUNCTIONS.items() if env.get(var)},
+            health_port=int(env.get("HEALTH_PORT", 0)),
         )

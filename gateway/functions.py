@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
-
 from mailcore.contracts import Request
 
 log = logging.getLogger(__name__)
@@ -136,7 +135,9 @@ class LambdaTransport:
         if not name:
             raise TemporaryFailure(function, "no deployed name configured")
         try:
-            reply = self._client.invoke(FunctionName=name, InvocationType="RequestResponse", Payload=_encode(function, event))
+            reply = self._client.invoke(
+                FunctionName=name, InvocationType="RequestResponse", Payload=_encode(function, event)
+            )
             body = reply["Payload"].read()
         except ClientError as error:  # throttling (TooManyRequestsException), service errors
             raise TemporaryFailure(function, error.response.get("Error", {}).get("Code", "ClientError")) from error

@@ -9,6 +9,8 @@ and closes: SMTP 421 (RFC 5321 §3.8), IMAP ``* BYE`` (RFC 3501 §7.1.5), POP3 `
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import ssl
 import uuid
@@ -16,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mailcore.aws import Clients
 
 from gateway.config import IMPLICIT_TLS, PROTOCOL, GatewayConfig
 from gateway.functions import FunctionClient
@@ -66,6 +70,10 @@ def protocols() -> dict[str, Serve]:
     return {"smtp": farewell, "imap": farewell, "pop3": farewell}
 
 
+async def _close_at_once(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.close()
+
+
 class Gateway:
     def __init__(
         self,
@@ -76,7 +84,8 @@ class Gateway:
     ) -> None:
         self.config = config
         self.functions = functions
-        self.services = services or {}
+        # "aws": lazily created, request-counted AWS clients (S3 staging writes, blob reads).
+        self.services = services if services is not None else {"aws": Clients()}
         self.listening: dict[str, tuple[str, int]] = {}
         self._servers: list[asyncio.Server] = []
         self._tls_dir = tls_dir
@@ -94,7 +103,7 @@ class Gateway:
         self.tls = self._tls_context()
         for listener, port in self.config.ports.items():
             server = await asyncio.start_server(
-                lambda r, w, name=listener: self._run(name, r, w),
+                functools.partial(self._run, listener),
                 host=self.config.bind,
                 port=port,
                 ssl=self.tls if listener in IMPLICIT_TLS else None,
@@ -103,6 +112,9 @@ class Gateway:
             host, bound_port = server.sockets[0].getsockname()[:2]
             self.listening[listener] = (host, bound_port)
             log.info("listening: %s on %s:%d", listener, host, bound_port)
+        if self.config.health_port:
+            # The NLB target groups check health with a plain TCP connect.
+            self._servers.append(await asyncio.start_server(_close_at_once, self.config.bind, self.config.health_port))
 
     async def _run(self, listener: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self.tls is not None
@@ -116,10 +128,8 @@ class Gateway:
             log.exception("%s %s: session failed", listener, conn.session_id)
         finally:
             writer.close()
-            try:
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await writer.wait_closed()
-            except (ConnectionError, ssl.SSLError):
-                pass
 
     async def stop(self) -> None:
         for server in self._servers:

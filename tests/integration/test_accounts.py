@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-
 from mailcore.accounting import count_requests
 from mailcore.errors import AlreadyExists, AuthenticationFailed, InvalidInput, NotFound
 
@@ -73,7 +72,8 @@ def test_passwords(store, user, caplog):
     with pytest.raises(AuthenticationFailed):
         store.accounts.authenticate("not an address", "x")
     item = store.accounts.dynamodb.get_item(
-        TableName=store.accounts.table, Key={"pk": {"S": f"DOMAIN#{user.split('@')[1]}"}, "sk": {"S": f"USER#{user.split('@')[0]}"}}
+        TableName=store.accounts.table,
+        Key={"pk": {"S": f"DOMAIN#{user.split('@')[1]}"}, "sk": {"S": f"USER#{user.split('@')[0]}"}},
     )["Item"]
     stored = item["password_hash"]["S"]
     assert stored.startswith("$argon2id$") and "correct horse" not in stored
@@ -84,14 +84,15 @@ def test_passwords(store, user, caplog):
 
 def test_rehash_on_parameter_change(store, user, monkeypatch):
     from argon2 import PasswordHasher
-
     from mailcore import passwords
 
     # GIVEN a hash made with weaker, older parameters
     old = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
     key = {"pk": {"S": f"DOMAIN#{user.split('@')[1]}"}, "sk": {"S": f"USER#{user.split('@')[0]}"}}
     store.accounts.dynamodb.update_item(
-        TableName=store.accounts.table, Key=key, UpdateExpression="SET password_hash = :h",
+        TableName=store.accounts.table,
+        Key=key,
+        UpdateExpression="SET password_hash = :h",
         ExpressionAttributeValues={":h": {"S": old.hash("correct horse")}},
     )
     # WHEN the user logs in THEN the hash is replaced by one with today's parameters
@@ -110,7 +111,7 @@ def test_listing_and_removal(store, domain):
     store.accounts.remove_alias(f"info@{domain}")
     store.remove_user(bob)
     assert store.accounts.resolve(bob).users == []
-    assert store.mailboxes.list(bob) == []
+    assert store.mailboxes.list_all(bob) == []
     store.accounts.remove_domain(domain)
     assert store.accounts.resolve(bob).local_domain is False
     with pytest.raises(NotFound):

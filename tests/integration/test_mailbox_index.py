@@ -6,13 +6,12 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from mailcore.errors import AlreadyExists, InvalidInput, NotFound
 from mailcore.messages import NewMessage
 
 
 def names(store, user):
-    return sorted(m.name for m in store.mailboxes.list(user))
+    return sorted(m.name for m in store.mailboxes.list_all(user))
 
 
 def message(store, body: bytes = b"Subject: t\r\n\r\nbody\r\n", flags=None) -> NewMessage:
@@ -20,7 +19,7 @@ def message(store, body: bytes = b"Subject: t\r\n\r\nbody\r\n", flags=None) -> N
 
 
 def test_new_user_has_inbox_and_special_use(store, user):
-    boxes = {m.name: m for m in store.mailboxes.list(user)}
+    boxes = {m.name: m for m in store.mailboxes.list_all(user)}
     assert set(boxes) == {"INBOX", "Sent", "Drafts", "Trash", "Junk", "Archive"}
     assert boxes["Sent"].special_use == "\\Sent"  # RFC 6154 §2
     assert len({m.uidvalidity for m in boxes.values()}) == 6
@@ -46,7 +45,7 @@ def test_concurrent_deliveries_get_distinct_increasing_uids(store, user):
     assert all(r == sorted(r) for r in results)
     inbox = store.mailboxes.get(user, "INBOX")
     assert inbox.messages == 40 and inbox.unseen == 40 and inbox.uidnext == 41
-    assert [r.uid for r in store.messages.list(inbox.mailbox_id)] == list(range(1, 41))
+    assert [r.uid for r in store.messages.list_range(inbox.mailbox_id)] == list(range(1, 41))
 
 
 def test_create_makes_superiors_and_refuses_duplicates(store, user):
@@ -71,7 +70,7 @@ def test_uidvalidity_changes_when_a_name_is_recreated(store, user):
     second = store.mailboxes.create(user, "Lists")
     assert second.uidvalidity > first.uidvalidity  # RFC 3501 §2.3.1.1
     assert second.mailbox_id != first.mailbox_id
-    assert store.messages.list(second.mailbox_id) == []
+    assert store.messages.list_range(second.mailbox_id) == []
 
 
 def test_rename_keeps_uids_and_moves_inferiors(store, user):
@@ -80,8 +79,12 @@ def test_rename_keeps_uids_and_moves_inferiors(store, user):
     before = store.mailboxes.get(user, "Projects")
     store.mailboxes.rename(user, "Projects", "Done/Projects")  # RFC 3501 §6.3.5
     after = store.mailboxes.get(user, "Done/Projects")
-    assert (after.mailbox_id, after.uidvalidity, after.uidnext) == (before.mailbox_id, before.uidvalidity, before.uidnext)
-    assert [r.uid for r in store.messages.list(after.mailbox_id)] == uids
+    assert (after.mailbox_id, after.uidvalidity, after.uidnext) == (
+        before.mailbox_id,
+        before.uidvalidity,
+        before.uidnext,
+    )
+    assert [r.uid for r in store.messages.list_range(after.mailbox_id)] == uids
     assert "Done/Projects/Old" in names(store, user) and "Projects" not in names(store, user)
     assert "Done" in names(store, user)  # the new superior exists
     with pytest.raises(NotFound):

@@ -4,7 +4,6 @@ the DESIGN.md contract that each operation costs a known number of AWS requests.
 from __future__ import annotations
 
 import pytest
-
 from mailcore.accounting import count_requests
 from mailcore.blobstore import blob_key, sha256_hex
 from mailcore.contracts import Deliver
@@ -33,7 +32,7 @@ def test_same_bytes_for_two_users_are_stored_once_and_deleted_with_the_last_copy
     sha = result["sha256"]
     assert sha == sha256_hex(unique)
     # THEN both index the same blob, which exists once
-    records = [store.messages.list(store.mailboxes.get(u, "INBOX").mailbox_id)[0] for u in (bob, alice)]
+    records = [store.messages.list_range(store.mailboxes.get(u, "INBOX").mailbox_id)[0] for u in (bob, alice)]
     assert {r.sha256 for r in records} == {sha}
     keys = store.blobs.s3.list_objects_v2(Bucket=store.blobs.bucket, Prefix=blob_key(sha))["KeyCount"]
     assert keys == 1
@@ -73,31 +72,46 @@ def test_delivery_cost_and_idempotency(store, domain, user):
 
 OPERATION_COSTS = [
     pytest.param("status", lambda s, u: s.mailboxes.get(u, "INBOX"), {"dynamodb.GetItem": 1}, id="STATUS"),
-    pytest.param("list", lambda s, u: s.mailboxes.list(u), {"dynamodb.Query": 1}, id="LIST"),
-    pytest.param("create", lambda s, u: s.mailboxes.create(u, "New"), {"dynamodb.UpdateItem": 1, "dynamodb.TransactWriteItems": 1}, id="CREATE"),
+    pytest.param("list", lambda s, u: s.mailboxes.list_all(u), {"dynamodb.Query": 1}, id="LIST"),
     pytest.param(
-        "flags", lambda s, u: s.messages.list(s.mailboxes.get(u, "INBOX").mailbox_id),
-        {"dynamodb.GetItem": 1, "dynamodb.Query": 1}, id="FETCH-FLAGS",
+        "create",
+        lambda s, u: s.mailboxes.create(u, "New"),
+        {"dynamodb.UpdateItem": 1, "dynamodb.TransactWriteItems": 1},
+        id="CREATE",
     ),
     pytest.param(
-        "store", lambda s, u: s.messages.store_flags(u, "INBOX", [1, 2], "+", ["\\Seen"]),
-        {"dynamodb.UpdateItem": 4}, id="STORE-2-messages",
+        "flags",
+        lambda s, u: s.messages.list_range(s.mailboxes.get(u, "INBOX").mailbox_id),
+        {"dynamodb.GetItem": 1, "dynamodb.Query": 1},
+        id="FETCH-FLAGS",
     ),
     pytest.param(
-        "fetch", lambda s, u: s.messages.get(s.mailboxes.get(u, "INBOX").mailbox_id, [1, 2]),
-        {"dynamodb.GetItem": 1, "dynamodb.BatchGetItem": 1}, id="FETCH-metadata",
+        "store",
+        lambda s, u: s.messages.store_flags(u, "INBOX", [1, 2], "+", ["\\Seen"]),
+        {"dynamodb.UpdateItem": 4},
+        id="STORE-2-messages",
     ),
     pytest.param(
-        "changes", lambda s, u: s.messages.changes(s.mailboxes.get(u, "INBOX"), 0),
-        {"dynamodb.GetItem": 1, "dynamodb.Query": 2}, id="CHANGES",
+        "fetch",
+        lambda s, u: s.messages.get(s.mailboxes.get(u, "INBOX").mailbox_id, [1, 2]),
+        {"dynamodb.GetItem": 1, "dynamodb.BatchGetItem": 1},
+        id="FETCH-metadata",
     ),
     pytest.param(
-        "copy", lambda s, u: s.messages.copy(u, "INBOX", [1, 2], "Archive"),
+        "changes",
+        lambda s, u: s.messages.changes(s.mailboxes.get(u, "INBOX"), 0),
+        {"dynamodb.GetItem": 1, "dynamodb.Query": 2},
+        id="CHANGES",
+    ),
+    pytest.param(
+        "copy",
+        lambda s, u: s.messages.copy(u, "INBOX", [1, 2], "Archive"),
         {"dynamodb.GetItem": 1, "dynamodb.BatchGetItem": 1, "dynamodb.UpdateItem": 1, "dynamodb.TransactWriteItems": 1},
         id="COPY-2-messages",
     ),
     pytest.param(
-        "expunge", lambda s, u: s.messages.remove(u, "INBOX", s.messages.get(s.mailboxes.get(u, "INBOX").mailbox_id, [1])),
+        "expunge",
+        lambda s, u: s.messages.remove(u, "INBOX", s.messages.get(s.mailboxes.get(u, "INBOX").mailbox_id, [1])),
         {"dynamodb.GetItem": 1, "dynamodb.BatchGetItem": 1, "dynamodb.UpdateItem": 2, "dynamodb.TransactWriteItems": 1},
         id="EXPUNGE-1-message",
     ),
@@ -124,6 +138,6 @@ def test_fetch_flags_of_a_large_mailbox_is_a_few_paged_queries(store, user):
     store.messages.append(user, "INBOX", [NewMessage(sha, len(RAW), {}) for _ in range(1000)])
     inbox = store.mailboxes.get(user, "INBOX")
     with count_requests() as counter:
-        records = store.messages.list(inbox.mailbox_id)
+        records = store.messages.list_range(inbox.mailbox_id)
     assert len(records) == 1000
     assert counter.snapshot() == {"dynamodb.Query": 1}

@@ -3,19 +3,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import pytest
-
 from mailcore.contracts import AUTH_REQUESTS, INGEST_REQUESTS, MAILBOX_REQUESTS
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 #: Mailbox operations in an order where each sample's objects exist when it runs.
 MAILBOX_ORDER = [
-    "list", "status", "messages", "fetch", "store", "changes", "append", "create",
-    "rename", "subscribe", "copy", "expunge", "remove", "delete",
+    "list",
+    "status",
+    "messages",
+    "fetch",
+    "store",
+    "changes",
+    "append",
+    "create",
+    "rename",
+    "subscribe",
+    "copy",
+    "expunge",
+    "remove",
+    "delete",
 ]
 REQUESTS = {"auth": AUTH_REQUESTS, "ingest": INGEST_REQUESTS, "mailbox": MAILBOX_REQUESTS}
 
@@ -32,14 +44,10 @@ def demo(store):
     """The demo account the samples name, fresh, with the sample message staged."""
     from mailcore.errors import AlreadyExists, NotFound
 
-    try:
+    with contextlib.suppress(AlreadyExists):
         store.accounts.add_domain("example.test")
-    except AlreadyExists:
-        pass
-    try:
+    with contextlib.suppress(NotFound):
         store.remove_user("demo@example.test")
-    except NotFound:
-        pass
     store.add_user("demo@example.test", "demo-password")
     raw = (EVENTS / "sample-message.eml").read_bytes()
     store.blobs.s3.put_object(Bucket=store.blobs.bucket, Key="staging/sample-message", Body=raw)
@@ -52,7 +60,7 @@ def invoke(functions, name: str, sample: Path) -> dict:
 
 def test_samples_are_accepted_by_their_handlers(demo, function_transport):
     # The ingest samples first: deliver puts UID 1 into INBOX, which the others use.
-    for sample in sorted((EVENTS / "auth").glob("*.json")) + [EVENTS / "ingest/resolve.json", EVENTS / "ingest/deliver.json"]:
+    for sample in [*sorted((EVENTS / "auth").glob("*.json")), EVENTS / "ingest/resolve.json", EVENTS / "ingest/deliver.json"]:
         result = invoke(function_transport, sample.parent.name, sample)
         assert result["ok"], (sample.name, result)
     for op in MAILBOX_ORDER:
@@ -61,9 +69,13 @@ def test_samples_are_accepted_by_their_handlers(demo, function_transport):
 
 
 def test_refusals_are_results_not_errors(demo, function_transport):
-    result = function_transport.invoke("AuthFunction", {"op": "authenticate", "username": "demo@example.test", "password": "nope"})
+    result = function_transport.invoke(
+        "AuthFunction", {"op": "authenticate", "username": "demo@example.test", "password": "nope"}
+    )
     assert result == {"ok": False, "error": "AUTHENTICATIONFAILED", "message": "authentication failed"}
-    result = function_transport.invoke("MailboxFunction", {"op": "status", "user": "demo@example.test", "mailbox": "Missing"})
+    result = function_transport.invoke(
+        "MailboxFunction", {"op": "status", "user": "demo@example.test", "mailbox": "Missing"}
+    )
     assert (result["ok"], result["error"]) == (False, "NONEXISTENT")
     result = function_transport.invoke("MailboxFunction", {"op": "status", "user": "demo@example.test"})
     assert (result["ok"], result["error"]) == (False, "CLIENTBUG")

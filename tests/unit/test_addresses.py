@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from mailcore.addresses import Address, parse_address
 from mailcore.errors import InvalidInput
 
@@ -13,7 +12,9 @@ from mailcore.errors import InvalidInput
     [
         pytest.param("Bob@Example.COM", Address("bob", "example.com"), id="case-folded (RFC 5321 §2.4)"),
         pytest.param("bob@example.com.", Address("bob", "example.com"), id="trailing-dot-of-domain"),
-        pytest.param("first.last+tag@sub.example.org", Address("first.last+tag", "sub.example.org"), id="dot-string-with-plus"),
+        pytest.param(
+            "first.last+tag@sub.example.org", Address("first.last+tag", "sub.example.org"), id="dot-string-with-plus"
+        ),
         pytest.param("jürgen@bücher.example", Address("jürgen", "bücher.example"), id="utf8 (RFC 6531 §3.3)"),
     ],
 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from mailcore.contracts import (
     INGEST_REQUESTS,
     MAILBOX_REQUESTS,
@@ -21,8 +20,12 @@ def test_round_trip():
 
 
 def test_defaults_and_optional_fields():
-    assert parse_request({"op": "expunge", "user": "u@d.example", "mailbox": "INBOX"}, MAILBOX_REQUESTS) == Expunge("u@d.example", "INBOX", None)
-    parsed = parse_request({"op": "store", "user": "u", "mailbox": "INBOX", "uids": [1], "flags": ["\\Seen"]}, MAILBOX_REQUESTS)
+    assert parse_request({"op": "expunge", "user": "u@d.example", "mailbox": "INBOX"}, MAILBOX_REQUESTS) == Expunge(
+        "u@d.example", "INBOX", None
+    )
+    parsed = parse_request(
+        {"op": "store", "user": "u", "mailbox": "INBOX", "uids": [1], "flags": ["\\Seen"]}, MAILBOX_REQUESTS
+    )
     assert isinstance(parsed, StoreFlags) and parsed.mode == "+"
 
 

@@ -13,9 +13,9 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
+from mailcore.contracts import Authenticate, Resolve
 
 from gateway.functions import MAX_PAYLOAD, FunctionClient, InProcessTransport, LambdaTransport, TemporaryFailure
-from mailcore.contracts import Authenticate, Resolve
 
 
 def _payload(obj: object) -> StreamingBody:
@@ -35,7 +35,11 @@ def test_lambda_transport_returns_the_functions_result(lambda_client):
         stub.add_response(
             "invoke",
             {"StatusCode": 200, "Payload": _payload({"ok": True, "user": "bob@example.com"})},
-            {"FunctionName": "stack-AuthFunction-abc", "InvocationType": "RequestResponse", "Payload": json.dumps(Authenticate("bob@example.com", "pw").to_event()).encode()},
+            {
+                "FunctionName": "stack-AuthFunction-abc",
+                "InvocationType": "RequestResponse",
+                "Payload": json.dumps(Authenticate("bob@example.com", "pw").to_event()).encode(),
+            },
         )
         # WHEN the gateway calls it
         result = transport.invoke("AuthFunction", Authenticate("bob@example.com", "pw").to_event())
@@ -62,7 +66,11 @@ def test_function_error_is_temporary_and_hides_the_traceback(lambda_client):
     with Stubber(lambda_client) as stub:
         stub.add_response(
             "invoke",
-            {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": _payload({"errorMessage": "boom", "stackTrace": ["..."]})},
+            {
+                "StatusCode": 200,
+                "FunctionError": "Unhandled",
+                "Payload": _payload({"errorMessage": "boom", "stackTrace": ["..."]}),
+            },
         )
         with pytest.raises(TemporaryFailure) as caught:
             transport.invoke("IngestFunction", Resolve("a@b.example").to_event())
@@ -115,7 +123,12 @@ def test_in_process_transport_calls_the_handler_like_lambda(tmp_path):
 
     result = asyncio.run(FunctionClient(transport).call("EchoFunction", Resolve("a@b.example")))
     # THEN the event arrived JSON round-tripped, with a Lambda context
-    assert result == {"ok": True, "event": {"op": "resolve", "recipient": "a@b.example"}, "name": "EchoFunction", "remaining": True}
+    assert result == {
+        "ok": True,
+        "event": {"op": "resolve", "recipient": "a@b.example"},
+        "name": "EchoFunction",
+        "remaining": True,
+    }
 
 
 def test_in_process_exception_becomes_temporary_failure(tmp_path):

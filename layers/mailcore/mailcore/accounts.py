@@ -246,9 +246,7 @@ class Accounts:
 
     def list_aliases(self, domain: str) -> list[dict[str, Any]]:
         domain = normalize_domain(domain)
-        return [
-            {"address": i["address"], "targets": i["targets"]} for i in self._domain_members(domain, "ALIAS#")
-        ]
+        return [{"address": i["address"], "targets": i["targets"]} for i in self._domain_members(domain, "ALIAS#")]
 
     def remove_alias(self, alias: str) -> None:
         addr = parse_address(alias)

@@ -29,7 +29,7 @@ def remove_request_observer(observer: RequestObserver) -> None:
     _observers.remove(observer)
 
 
-def _before_send(event_name: str, **_: Any) -> None:
+def _before_send(event_name: str, **kwargs: Any) -> None:
     # event_name is "before-send.<service>.<Operation>"; retries send again and count again.
     _, service, operation = event_name.split(".", 2)
     for observer in list(_observers):

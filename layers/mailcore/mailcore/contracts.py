@@ -167,8 +167,20 @@ class Changes(MailboxRequest):
 AUTH_REQUESTS: tuple[type[Request], ...] = (Authenticate,)
 INGEST_REQUESTS: tuple[type[Request], ...] = (Resolve, Deliver)
 MAILBOX_REQUESTS: tuple[type[Request], ...] = (
-    ListMailboxes, CreateMailbox, DeleteMailbox, RenameMailbox, Subscribe, Status,
-    ListMessages, FetchMessages, StoreFlags, Expunge, RemoveMessages, Append, CopyMessages, Changes,
+    ListMailboxes,
+    CreateMailbox,
+    DeleteMailbox,
+    RenameMailbox,
+    Subscribe,
+    Status,
+    ListMessages,
+    FetchMessages,
+    StoreFlags,
+    Expunge,
+    RemoveMessages,
+    Append,
+    CopyMessages,
+    Changes,
 )
 
 

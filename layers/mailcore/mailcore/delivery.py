@@ -45,7 +45,15 @@ def deliver(store: Store, request: Deliver) -> dict[str, Any]:
         message = NewMessage(sha256=sha, size=len(raw), meta=meta.to_item(), internaldate=now)
         key = f"{request.dedup_key}" if request.dedup_key else None
         uids = store.messages.append(user, INBOX, [message], dedup_key=key)
-        deliveries.append({"recipient": recipient, "user": user, "mailbox": INBOX, "uid": uids[0] if uids else None, "duplicate": not uids})
+        deliveries.append(
+            {
+                "recipient": recipient,
+                "user": user,
+                "mailbox": INBOX,
+                "uid": uids[0] if uids else None,
+                "duplicate": not uids,
+            }
+        )
     store.events.publish(
         "MessageReceived",
         [

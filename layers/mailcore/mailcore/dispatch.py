@@ -15,7 +15,9 @@ from mailcore.errors import MailError
 Operation = Callable[[Any, Any], dict[str, Any]]
 
 
-def dispatch(event: Any, operations: Mapping[type[Request], Operation], store_factory: Callable[[], Any]) -> dict[str, Any]:
+def dispatch(
+    event: Any, operations: Mapping[type[Request], Operation], store_factory: Callable[[], Any]
+) -> dict[str, Any]:
     try:
         request = parse_request(event, tuple(operations))
     except ContractError as error:

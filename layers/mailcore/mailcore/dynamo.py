@@ -66,7 +66,9 @@ def batch_get(client: Any, table: str, keys: Sequence[dict[str, Any]], **kwargs:
     """BatchGetItem in chunks of 100 keys, retrying unprocessed keys. Order is not kept."""
     found: list[dict[str, Any]] = []
     for start in range(0, len(keys), MAX_BATCH_GET):
-        request: dict[str, Any] = {table: {"Keys": [serialize(k) for k in keys[start : start + MAX_BATCH_GET]], **kwargs}}
+        request: dict[str, Any] = {
+            table: {"Keys": [serialize(k) for k in keys[start : start + MAX_BATCH_GET]], **kwargs}
+        }
         while request:
             reply = client.batch_get_item(RequestItems=request)
             found.extend(deserialize(item) for item in reply["Responses"].get(table, []))

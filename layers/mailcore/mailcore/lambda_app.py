@@ -37,4 +37,4 @@ def make_handler(service: str, operations: Mapping[type[Request], Operation]) ->
         logger.info("handled", extra={"op": op, "ok": result["ok"], "error": result.get("error")})
         return result
 
-    return lambda_handler
+    return lambda_handler  # type: ignore[no-any-return]  # Powertools decorators are untyped

@@ -18,7 +18,7 @@ from mailcore.store import Store
 
 
 def list_mailboxes(store: Store, r: c.ListMailboxes) -> dict[str, Any]:
-    return {"mailboxes": [m.to_dict() for m in store.mailboxes.list(r.user)]}
+    return {"mailboxes": [m.to_dict() for m in store.mailboxes.list_all(r.user)]}
 
 
 def create(store: Store, r: c.CreateMailbox) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def status(store: Store, r: c.Status) -> dict[str, Any]:
 
 def messages(store: Store, r: c.ListMessages) -> dict[str, Any]:
     mailbox = store.mailboxes.get(r.user, r.mailbox)
-    records = store.messages.list(mailbox.mailbox_id, r.first, r.last or None)
+    records = store.messages.list_range(mailbox.mailbox_id, r.first, r.last or None)
     return {"mailbox": mailbox.to_dict(), "messages": [m.to_dict() for m in records]}
 
 
@@ -73,7 +73,9 @@ def remove(store: Store, r: c.RemoveMessages) -> dict[str, Any]:
 def append(store: Store, r: c.Append) -> dict[str, Any]:
     """RFC 3501 §6.3.11 APPEND; the UID for RFC 4315 APPENDUID."""
     raw = store.blobs.read_staging(r.staging_key)
-    message = NewMessage(store.blobs.put(raw), len(raw), analyze(raw).to_item(), list(r.flags), r.internaldate or int(time.time()))
+    message = NewMessage(
+        store.blobs.put(raw), len(raw), analyze(raw).to_item(), list(r.flags), r.internaldate or int(time.time())
+    )
     (uid,) = store.messages.append(r.user, r.mailbox, [message])
     mailbox = store.mailboxes.get(r.user, r.mailbox)
     return {"uid": uid, "uidvalidity": mailbox.uidvalidity}

@@ -167,7 +167,11 @@ class MailboxIndex:
         """RFC 3501 §6.3.3: superior names are created too where missing."""
         name = normalize_name(name)
         parents = ancestors(name)
-        existing = {m["sk"] for m in dynamo.batch_get(self.dynamodb, self.table, [mailbox_key(user, p) for p in parents])} if parents else set()
+        existing = (
+            {m["sk"] for m in dynamo.batch_get(self.dynamodb, self.table, [mailbox_key(user, p) for p in parents])}
+            if parents
+            else set()
+        )
         specs: dict[str, str | None] = {p: None for p in parents if mailbox_key(user, p)["sk"] not in existing}
         specs[name] = special_use
         created = self._new(user, specs)
@@ -176,12 +180,14 @@ class MailboxIndex:
 
     def get(self, user: str, name: str) -> Mailbox:
         name = normalize_name(name)
-        reply = self.dynamodb.get_item(TableName=self.table, Key=dynamo.serialize(mailbox_key(user, name)), ConsistentRead=True)
+        reply = self.dynamodb.get_item(
+            TableName=self.table, Key=dynamo.serialize(mailbox_key(user, name)), ConsistentRead=True
+        )
         if "Item" not in reply:
             raise NotFound(f"no mailbox {name}")
         return Mailbox.from_item(dynamo.deserialize(reply["Item"]))
 
-    def list(self, user: str) -> list[Mailbox]:
+    def list_all(self, user: str) -> list[Mailbox]:
         """All of a user's mailboxes: one Query per page."""
         items = dynamo.query(
             self.dynamodb,
@@ -213,9 +219,9 @@ class MailboxIndex:
         """RFC 3501 §6.3.5: inferiors move along; renaming INBOX moves its messages to a
         new mailbox and leaves an empty INBOX behind."""
         old, new = normalize_name(old), normalize_name(new)
-        if new == INBOX or new == old or new.startswith(old + DELIMITER):
+        if new in (INBOX, old) or new.startswith(old + DELIMITER):
             raise InvalidInput(f"cannot rename {old} to {new}")
-        mailboxes = {m.name: m for m in self.list(user)}
+        mailboxes = {m.name: m for m in self.list_all(user)}
         if old not in mailboxes:
             raise NotFound(f"no mailbox {old}")
         if new in mailboxes:
@@ -231,18 +237,44 @@ class MailboxIndex:
                 for m in mailboxes.values()
                 if m.name == old or m.name.startswith(old + DELIMITER)
             ]
-        missing_parents = {p: None for p in ancestors(new) if p not in mailboxes}
+        missing_parents: dict[str, str | None] = {p: None for p in ancestors(new) if p not in mailboxes}
         actions: list[dict[str, Any]] = []
         for mailbox, target in moves:
             moved = Mailbox(**{**mailbox.to_dict(), "name": target})
-            actions.append({"Put": {"TableName": self.table, "Item": dynamo.serialize(moved.to_item()), "ConditionExpression": "attribute_not_exists(pk)"}})
+            actions.append(
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": dynamo.serialize(moved.to_item()),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+            )
             if fresh is None:
-                actions.append({"Delete": {"TableName": self.table, "Key": dynamo.serialize(mailbox_key(user, mailbox.name)), **_unchanged(mailbox)}})
+                actions.append(
+                    {
+                        "Delete": {
+                            "TableName": self.table,
+                            "Key": dynamo.serialize(mailbox_key(user, mailbox.name)),
+                            **_unchanged(mailbox),
+                        }
+                    }
+                )
         if fresh is not None:
-            actions.append({"Put": {"TableName": self.table, "Item": dynamo.serialize(fresh.to_item()), **_unchanged(source)}})
+            actions.append(
+                {"Put": {"TableName": self.table, "Item": dynamo.serialize(fresh.to_item()), **_unchanged(source)}}
+            )
         if missing_parents:
             for parent in self._new(user, missing_parents):
-                actions.append({"Put": {"TableName": self.table, "Item": dynamo.serialize(parent.to_item()), "ConditionExpression": "attribute_not_exists(pk)"}})
+                actions.append(
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": dynamo.serialize(parent.to_item()),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    }
+                )
         try:
             dynamo.transact(self.dynamodb, actions)
         except self.dynamodb.exceptions.TransactionCanceledException:

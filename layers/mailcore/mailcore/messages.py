@@ -125,11 +125,10 @@ class MessageIndex:
         now = int(time.time())
         for start in range(0, len(messages), _MESSAGES_PER_TRANSACTION):
             chunk = messages[start : start + _MESSAGES_PER_TRANSACTION]
-            actions = [
-                self._put_action(alloc, uid, m, now)
-                for uid, m in zip(uids[start:], chunk)
-            ]
-            actions.append(self.mailboxes.counts_action(alloc.mailbox, len(chunk), sum(SEEN not in m.flags for m in chunk)))
+            actions = [self._put_action(alloc, uid, m, now) for uid, m in zip(uids[start:], chunk)]
+            actions.append(
+                self.mailboxes.counts_action(alloc.mailbox, len(chunk), sum(SEEN not in m.flags for m in chunk))
+            )
             refs = Counter(m.sha256 for m in chunk)
             actions += [self.blobs.add_refs_action(sha, n) for sha, n in refs.items()]
             if dedup_key is not None and start == 0:
@@ -156,13 +155,27 @@ class MessageIndex:
             "modseq": alloc.modseq,
             "meta": json.dumps(m.meta, separators=(",", ":")),
         }
-        return {"Put": {"TableName": self.table, "Item": dynamo.serialize(item), "ConditionExpression": "attribute_not_exists(uid)"}}
+        return {
+            "Put": {
+                "TableName": self.table,
+                "Item": dynamo.serialize(item),
+                "ConditionExpression": "attribute_not_exists(uid)",
+            }
+        }
 
     def _dedup_action(self, mailbox: Mailbox, key: str, uid: int, now: int) -> dict[str, Any]:
         item = {"pk": f"DELIVERY#{mailbox.mailbox_id}", "sk": key, "uid": uid, "expires_at": now + DEDUP_SECONDS}
-        return {"Put": {"TableName": self.mailboxes.table, "Item": dynamo.serialize(item), "ConditionExpression": "attribute_not_exists(pk)"}}
+        return {
+            "Put": {
+                "TableName": self.mailboxes.table,
+                "Item": dynamo.serialize(item),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
 
-    def store_flags(self, user: str, name: str, uids: list[int], mode: str, flags: list[str], unchanged_since: int | None = None) -> list[MessageRecord]:
+    def store_flags(
+        self, user: str, name: str, uids: list[int], mode: str, flags: list[str], unchanged_since: int | None = None
+    ) -> list[MessageRecord]:
         """RFC 3501 §6.4.6 STORE: ``mode`` is ``+`` (add), ``-`` (remove) or ``=`` (replace).
 
         One UpdateItem for a MODSEQ, one per message, one for the unseen count. Messages that
@@ -186,7 +199,9 @@ class MessageIndex:
             self._add_unseen(alloc.mailbox, unseen_delta)
         return updated
 
-    def _update_flags(self, alloc: Allocation, uid: int, mode: str, flags: set[str], unchanged_since: int | None) -> MessageRecord | None:
+    def _update_flags(
+        self, alloc: Allocation, uid: int, mode: str, flags: set[str], unchanged_since: int | None
+    ) -> MessageRecord | None:
         if mode == "=":
             update = "SET flags = :f, modseq = :m" if flags else "REMOVE flags SET modseq = :m"
         elif not flags:
@@ -226,7 +241,9 @@ class MessageIndex:
         remove the messages flagged \\Deleted. One transaction per message (delete, tombstone,
         counts), then the blob references are released."""
         mailbox = self.mailboxes.get(user, name)
-        candidates = [m for m in self.list(mailbox.mailbox_id) if DELETED in m.flags and (uids is None or m.uid in uids)]
+        candidates = [
+            m for m in self.list_range(mailbox.mailbox_id) if DELETED in m.flags and (uids is None or m.uid in uids)
+        ]
         return self.remove(user, name, candidates)
 
     def remove(self, user: str, name: str, records: list[MessageRecord]) -> list[int]:
@@ -238,8 +255,19 @@ class MessageIndex:
         removed: list[int] = []
         for record in records:
             actions = [
-                {"Delete": {"TableName": self.table, "Key": dynamo.serialize({"pk": mid, "uid": record.uid}), "ConditionExpression": "attribute_exists(uid)"}},
-                {"Put": {"TableName": self.table, "Item": dynamo.serialize({"pk": tombstone_pk(mid), "uid": record.uid, "modseq": alloc.modseq})}},
+                {
+                    "Delete": {
+                        "TableName": self.table,
+                        "Key": dynamo.serialize({"pk": mid, "uid": record.uid}),
+                        "ConditionExpression": "attribute_exists(uid)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": dynamo.serialize({"pk": tombstone_pk(mid), "uid": record.uid, "modseq": alloc.modseq}),
+                    }
+                },
                 self.mailboxes.counts_action(alloc.mailbox, -1, -(SEEN not in record.flags)),
             ]
             try:
@@ -265,12 +293,12 @@ class MessageIndex:
         pairs = self.copy(user, source, uids, target)
         src = self.mailboxes.get(user, source)
         moved = {s for s, _ in pairs}
-        self.remove(user, source, [r for r in self.list(src.mailbox_id) if r.uid in moved])
+        self.remove(user, source, [r for r in self.list_range(src.mailbox_id) if r.uid in moved])
         return pairs
 
     def purge(self, mailbox: Mailbox) -> int:
         """Drop every message of a deleted mailbox and release their blobs."""
-        records = self.list(mailbox.mailbox_id)
+        records = self.list_range(mailbox.mailbox_id)
         keys = [{"pk": mailbox.mailbox_id, "uid": r.uid} for r in records]
         for start in range(0, len(keys), 25):  # BatchWriteItem takes 25 requests
             request = {self.table: [{"DeleteRequest": {"Key": dynamo.serialize(k)}} for k in keys[start : start + 25]]}
@@ -282,7 +310,9 @@ class MessageIndex:
 
     # -- reading ----------------------------------------------------------------
 
-    def list(self, mailbox_id: str, first: int = 1, last: int | None = None, with_meta: bool = False) -> list[MessageRecord]:
+    def list_range(
+        self, mailbox_id: str, first: int = 1, last: int | None = None, with_meta: bool = False
+    ) -> list[MessageRecord]:
         """Messages with ``first <= uid <= last`` in UID order: one Query per 1 MB page."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
@@ -302,6 +332,7 @@ class MessageIndex:
 
     def changes(self, mailbox: Mailbox, since: int) -> Changes:
         """Messages changed or added, and UIDs expunged, after MODSEQ ``since``: two Queries."""
+
         def after(pk: str) -> list[dict[str, Any]]:
             return list(
                 dynamo.query(
@@ -314,6 +345,7 @@ class MessageIndex:
                     ConsistentRead=True,
                 )
             )
+
         changed = sorted((MessageRecord.from_item(i) for i in after(mailbox.mailbox_id)), key=lambda r: r.uid)
         expunged = sorted(int(i["uid"]) for i in after(tombstone_pk(mailbox.mailbox_id)))
         return Changes(mailbox.highestmodseq, changed, expunged)

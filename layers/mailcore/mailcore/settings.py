@@ -23,9 +23,7 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         missing = [
-            name
-            for name in ("ACCOUNTS_TABLE", "MAILBOXES_TABLE", "MESSAGES_TABLE", "MAIL_BUCKET")
-            if not env.get(name)
+            name for name in ("ACCOUNTS_TABLE", "MAILBOXES_TABLE", "MESSAGES_TABLE", "MAIL_BUCKET") if not env.get(name)
         ]
         if missing:
             raise RuntimeError(f"missing environment: {', '.join(missing)}")

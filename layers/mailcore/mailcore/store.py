@@ -52,5 +52,5 @@ class Store:
         """Remove the account, then its mailboxes and their messages."""
         user = str(parse_address(address))
         self.accounts.remove_user(user)
-        for mailbox in self.mailboxes.list(user):
+        for mailbox in self.mailboxes.list_all(user):
             self.messages.purge(self.mailboxes.remove(user, mailbox.name, including_inbox=True))
