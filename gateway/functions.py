@@ -45,10 +45,16 @@ class Transport(Protocol):
 
 
 class FunctionSpecLike(Protocol):
-    name: str
-    code_uri: Path
-    handler: str
-    environment: Mapping[str, str]
+    """What the in-process transport needs of a function declared in template.yaml."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def code_uri(self) -> Path: ...
+    @property
+    def handler(self) -> str: ...
+    @property
+    def environment(self) -> Mapping[str, str]: ...
 
 
 @dataclass

@@ -60,7 +60,7 @@ def test_delivery_cost_and_idempotency(store, domain, user):
         "dynamodb.BatchGetItem": 1,
         "dynamodb.UpdateItem": 1,
         "dynamodb.TransactWriteItems": 1,
-        "events.PutEvents": 1,
+        "eventbridge.PutEvents": 1,
     }
     # AND a retry of the same transaction delivers nothing new (contract 3)
     second = deliver(store, request)

@@ -118,8 +118,8 @@ class Accounts:
     def _domain_members(self, domain: str, prefix: str = "", limit: int | None = None) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
-            "ExpressionAttributeValues": dynamo.values(pk=_domain_pk(domain), p=prefix),
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)" if prefix else "pk = :pk",
+            "ExpressionAttributeValues": dynamo.values(pk=_domain_pk(domain), **({"p": prefix} if prefix else {})),
         }
         if limit:
             kwargs["Limit"] = limit

@@ -1,0 +1,49 @@
+"""Shared fixtures: one emulated AWS per test session, fresh names per test.
+
+``local_stack`` starts moto's server in a thread on a free port with the resources of
+template.yaml (devstack.LocalStack, the same code as ``make run``), and points this
+process's AWS clients at it for the session. All tests share that one server, so each
+test works under names of its own: the ``domain`` fixture is a new random domain.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+from mailcore.settings import Settings
+from mailcore.store import Store
+
+from devstack.stack import DEFAULT_TEMPLATE, LocalStack, StackInfo
+
+#: Variables that would send a test's clients somewhere else than the local stack.
+_FOREIGN_AWS_VARIABLES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "MAIL_STACK", "MAIL_STACK_FILE")
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
+    """The emulated AWS with template.yaml's resources; its environment is applied for the session."""
+    stack = LocalStack(DEFAULT_TEMPLATE, port=0, stack_file=tmp_path_factory.mktemp("local") / "stack.json")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in _FOREIGN_AWS_VARIABLES:
+            patch.delenv(name, raising=False)
+        info = stack.start()
+        try:
+            for name, value in info.process_environment.items():
+                patch.setenv(name, value)
+            yield info
+        finally:
+            stack.stop()
+
+
+@pytest.fixture
+def store(local_stack: StackInfo) -> Store:
+    """The storage the functions use, on the session's emulated AWS."""
+    return Store.build(Settings.from_env(local_stack.environment))
+
+
+@pytest.fixture
+def domain(store: Store) -> str:
+    """A new domain, unique to this test: ``t<hex>.test``."""
+    return store.accounts.add_domain(f"t{secrets.token_hex(6)}.test")
