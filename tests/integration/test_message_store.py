@@ -141,3 +141,18 @@ def test_fetch_flags_of_a_large_mailbox_is_a_few_paged_queries(store, user):
         records = store.messages.list_range(inbox.mailbox_id)
     assert len(records) == 1000
     assert counter.snapshot() == {"dynamodb.Query": 1}
+
+
+def test_no_code_path_scans():
+    """DESIGN.md contract 4: nothing a client can trigger scans a table."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    sources = [
+        *root.glob("layers/mailcore/mailcore/*.py"),
+        *root.glob("functions/*/app.py"),
+        *root.glob("gateway/**/*.py"),
+    ]
+    assert sources
+    offenders = [str(p) for p in sources if ".scan(" in p.read_text() or "Scan(" in p.read_text()]
+    assert offenders == []

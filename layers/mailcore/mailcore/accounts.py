@@ -134,28 +134,28 @@ class Accounts:
             raise InvalidInput(f"{addr}: a user name may not contain a subaddress separator")
         self._require_domain(addr.domain)
         item = {**_user_key(addr), "address": str(addr), "password_hash": hash_password(password)}
+        self._put_unless_taken(addr, item, _alias_key(addr))
+        return addr
+
+    def _put_unless_taken(self, addr: Address, item: dict[str, Any], other: dict[str, str]) -> None:
+        """Put a user or alias item unless the address is taken by either kind: one transaction."""
+        absent = "attribute_not_exists(pk)"
         try:
-            self.dynamodb.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self.table,
-                            "Item": dynamo.serialize(item),
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
+            dynamo.transact(
+                self.dynamodb,
+                [
+                    {"Put": {"TableName": self.table, "Item": dynamo.serialize(item), "ConditionExpression": absent}},
                     {
                         "ConditionCheck": {
                             "TableName": self.table,
-                            "Key": dynamo.serialize(_alias_key(addr)),
-                            "ConditionExpression": "attribute_not_exists(pk)",
+                            "Key": dynamo.serialize(other),
+                            "ConditionExpression": absent,
                         }
                     },
-                ]
+                ],
             )
         except self.dynamodb.exceptions.TransactionCanceledException:
             raise AlreadyExists(f"{addr} exists") from None
-        return addr
 
     def set_password(self, address: str, password: str) -> None:
         addr = parse_address(address)
@@ -221,27 +221,7 @@ class Accounts:
         users = sorted({str(self._existing_user(parse_address(t))) for t in targets})
         self._require_domain(addr.domain)
         item = {**_alias_key(addr), "address": str(addr), "targets": users}
-        try:
-            self.dynamodb.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self.table,
-                            "Item": dynamo.serialize(item),
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                    {
-                        "ConditionCheck": {
-                            "TableName": self.table,
-                            "Key": dynamo.serialize(_user_key(addr)),
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                ]
-            )
-        except self.dynamodb.exceptions.TransactionCanceledException:
-            raise AlreadyExists(f"{addr} exists") from None
+        self._put_unless_taken(addr, item, _user_key(addr))
         return addr
 
     def list_aliases(self, domain: str) -> list[dict[str, Any]]:
