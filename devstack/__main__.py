@@ -1,7 +1,8 @@
 """``python -m devstack`` (``make run``): the whole mail system on this machine.
 
 Starts the emulated AWS with the resources of template.yaml, seeds the demo account,
-then the gateway with the functions in-process, and runs until Ctrl-C or SIGTERM; then
+then the gateway with the functions in-process and the SQS event sources of the
+template (RelayFunction on OutboundQueue), and runs until Ctrl-C or SIGTERM; then
 stops the gateway first and moto last.
 
 Environment: ``MOTO_PORT`` (4566), the gateway's ``GATEWAY_BIND`` and ``*_PORT``
@@ -13,17 +14,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import boto3
 from mailcore.settings import Settings
 from mailcore.store import Store
 
+from devstack.eventsource import SqsPoller, sqs_mappings
 from devstack.stack import DEFAULT_TEMPLATE, DemoAccount, LocalStack, StackInfo, seed_demo, stack_file_path
 from devstack.template import Resolver, container_environment, load_template
 
@@ -61,6 +66,31 @@ async def start_gateway(info: StackInfo) -> Any:
     gateway = Gateway(GatewayConfig.from_env(), FunctionClient(InProcessTransport(info.functions)))
     await gateway.start()
     return gateway
+
+
+def _credentials(info: StackInfo) -> dict[str, str]:
+    env = info.aws_environment
+    return {"aws_access_key_id": env["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"]}
+
+
+def start_event_sources(template: Path, info: StackInfo, stop: threading.Event) -> list[threading.Thread]:
+    """Poll each queue that template.yaml maps to a function (RelayFunction on OutboundQueue)."""
+    from gateway.functions import InProcessTransport
+
+    transport = InProcessTransport(info.functions)
+    sqs = boto3.client("sqs", endpoint_url=info.endpoint, region_name=info.region, **_credentials(info))
+    threads = []
+    for mapping in sqs_mappings(load_template(template)):
+        poller = SqsPoller(
+            sqs,
+            info.resources[mapping.queue],
+            functools.partial(transport.invoke, mapping.function),
+            mapping.batch_size,
+        )
+        thread = threading.Thread(target=poller.run_until, args=(stop,), name=f"sqs-{mapping.function}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    return threads
 
 
 def _mailctl_command() -> str:
@@ -109,6 +139,8 @@ async def run(template: Path, with_gateway: bool) -> int:
     stack = LocalStack(template, stack_file=stack_file_path(), parameters=parameters)
     info = stack.start()
     gateway = None
+    poll_stop = threading.Event()
+    pollers: list[threading.Thread] = []
     try:
         # In-process functions and the gateway read their configuration from here.
         os.environ.update(info.process_environment)
@@ -117,10 +149,14 @@ async def run(template: Path, with_gateway: bool) -> int:
         demo = seed_demo(Store.build(Settings.from_env(info.environment)))
         if with_gateway:
             gateway = await start_gateway(info)
+            pollers = start_event_sources(template, info, poll_stop)
         print(banner(info, demo, gateway.listening if gateway else {}), flush=True)
         await stopping.wait()
         log.info("stopping")
     finally:
+        poll_stop.set()
+        for poller in pollers:
+            poller.join(timeout=5)
         if gateway is not None:
             await gateway.stop()
         stack.stop()

@@ -35,6 +35,7 @@ FUNCTIONS: dict[str, str] = {
     "AuthFunction": "AUTH_FUNCTION",
     "IngestFunction": "INGEST_FUNCTION",
     "MailboxFunction": "MAILBOX_FUNCTION",
+    "SubmitFunction": "SUBMIT_FUNCTION",
 }
 
 

@@ -11,6 +11,9 @@ JSON round-tripped and a Lambda context. ``LambdaTransport`` (the cloud) calls
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import functools
 import importlib.util
 import json
 import logging
@@ -161,10 +164,34 @@ class LambdaTransport:
 
 
 class FunctionClient:
-    """What the protocols call: ``await functions.call("AuthFunction", Authenticate(...))``."""
+    """What the protocols call: ``await functions.call("AuthFunction", Authenticate(...))``.
 
-    def __init__(self, transport: Transport) -> None:
+    An invoke blocks a thread until the function answers, so calls run in a pool of
+    their own: asyncio's default pool has min(32, CPUs + 4) threads (6 on two cores),
+    which would cap the gateway at six calls in flight however many sessions wait, and
+    which S3 staging and other blocking work share. ``max_workers`` (default
+    ``FUNCTION_CLIENT_THREADS``, else 32: botocore's connection pool per client in
+    mailcore.aws) bounds the calls in flight; more wait for a thread.
+    """
+
+    def __init__(self, transport: Transport, max_workers: int | None = None) -> None:
         self.transport = transport
+        self.max_workers = max_workers or int(os.environ.get("FUNCTION_CLIENT_THREADS") or 32)
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="function")
+        return self._executor
 
     async def call(self, function: str, request: Request) -> dict[str, Any]:
-        return await asyncio.to_thread(self.transport.invoke, function, request.to_event())
+        event = request.to_event()
+        context = contextvars.copy_context()  # as asyncio.to_thread does
+        call = functools.partial(context.run, self.transport.invoke, function, event)
+        return await asyncio.get_running_loop().run_in_executor(self._pool(), call)
+
+    def close(self) -> None:
+        """Let the pool's threads end once their calls are done."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None

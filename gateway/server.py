@@ -1,9 +1,8 @@
 """The gateway process: binds every listener and runs each connection's protocol.
 
 Each protocol package exposes ``async def serve(conn: Connection) -> None``; it owns the
-connection until it returns. A protocol that has not landed yet greets in its own words
-and closes: SMTP 421 (RFC 5321 §3.8), IMAP ``* BYE`` (RFC 3501 §7.1.5), POP3 ``-ERR``
-(RFC 1939 §4).
+connection until it returns; whatever it raises is logged here and never reaches the
+client.
 """
 
 from __future__ import annotations
@@ -21,8 +20,10 @@ from typing import Any
 
 from mailcore.aws import Clients
 
+from gateway import imap, pop3, smtp
 from gateway.config import IMPLICIT_TLS, PROTOCOL, GatewayConfig
 from gateway.functions import FunctionClient
+from gateway.smtp import submission
 from gateway.tls import self_signed, server_context
 
 log = logging.getLogger(__name__)
@@ -53,21 +54,21 @@ class Connection:
 
 Serve = Callable[[Connection], Awaitable[None]]
 
-_FAREWELL = {
-    "smtp": "421 4.3.2 {host} Service not available, closing transmission channel\r\n",
-    "imap": "* BYE {host} IMAP service not available yet\r\n",
-    "pop3": "-ERR {host} POP3 service not available yet\r\n",
-}
-
-
-async def farewell(conn: Connection) -> None:
-    conn.writer.write(_FAREWELL[PROTOCOL[conn.listener]].format(host=conn.config.hostname).encode())
-    await conn.writer.drain()
-
-
 def protocols() -> dict[str, Serve]:
-    """Protocol name -> its ``serve``; protocols not yet built say farewell."""
-    return {"smtp": farewell, "imap": farewell, "pop3": farewell}
+    """Protocol name -> its ``serve``.
+
+    A listener's own name, when present, takes precedence over its protocol's: the
+    "smtp" listener (port 25) speaks SMTP in the MX role; "submission" (587, STARTTLS)
+    and "submissions" (465, wrapped in TLS by the gateway: RFC 8314 §3.3) speak it as
+    a message submission agent with AUTH (RFC 6409, gateway/smtp/submission.py).
+    """
+    return {
+        "smtp": smtp.serve,
+        "submission": submission.serve,
+        "submissions": submission.serve,
+        "imap": imap.serve,
+        "pop3": pop3.serve,
+    }
 
 
 async def _close_at_once(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -120,7 +121,7 @@ class Gateway:
         assert self.tls is not None
         conn = Connection(reader, writer, listener, self.config, self.functions, self.tls, self.services)
         try:
-            await self._protocols[PROTOCOL[listener]](conn)
+            await self._protocols.get(listener, self._protocols[PROTOCOL[listener]])(conn)
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as error:
             log.info("%s %s: connection lost: %s", listener, conn.session_id, error)
         except Exception:

@@ -9,6 +9,8 @@
     mailctl alias add ALIAS TARGET [TARGET ...]
     mailctl alias list DOMAIN
     mailctl alias remove ALIAS
+    mailctl dkim create DOMAIN [--selector S] [--bits N] [--force]
+    mailctl dkim show DOMAIN
 
 List commands print one item per line; other commands print nothing when they succeed.
 A refused request (malformed address, unknown domain, duplicate user, not found) prints
@@ -21,13 +23,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
+from mailcore import dkim
 from mailcore.addresses import normalize_domain
-from mailcore.errors import InvalidInput, MailError, NotFound
+from mailcore.errors import AlreadyExists, InvalidInput, MailError, NotFound
 from mailcore.store import Store
 
 from mailctl.resources import StackNotFound, Target, locate
@@ -124,6 +128,36 @@ def alias_remove(store: Store, args: argparse.Namespace, out: TextIO) -> None:
     store.accounts.remove_alias(args.alias)
 
 
+def _dkim_keys(store: Store, args: argparse.Namespace) -> dkim.DkimKeys:
+    path = store.settings.dkim_parameter_path
+    if not path:
+        raise InvalidInput("the DKIM parameter path is unknown (DKIM_PARAMETER_PATH, or the stack output DkimParameterPath)")
+    return dkim.DkimKeys(args.target.clients.get("ssm"), path)
+
+
+def dkim_create(store: Store, args: argparse.Namespace, out: TextIO) -> None:
+    """A new key for a served domain, stored as a SecureString; prints the TXT record to publish."""
+    domain = _require_domain(store, args.domain)["domain"]
+    keys = _dkim_keys(store, args)
+    if not args.force and keys.get(domain) is not None:
+        raise AlreadyExists(f"{domain} has a DKIM key; --force replaces it (publish the new record first)")
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?", args.selector):
+        raise InvalidInput(f"malformed selector {args.selector!r}")
+    key = dkim.generate_key(domain, args.selector, args.bits)
+    name = keys.put(key, overwrite=args.force)
+    print(f"# DKIM key of {domain} stored in SSM parameter {name}; publish this record:", file=sys.stderr)
+    print(dkim.zone_line(key), file=out)
+
+
+def dkim_show(store: Store, args: argparse.Namespace, out: TextIO) -> None:
+    """The TXT record of a domain's stored key."""
+    domain = normalize_domain(args.domain)
+    key = _dkim_keys(store, args).get(domain)
+    if key is None:
+        raise NotFound(f"{domain} has no DKIM key")
+    print(dkim.zone_line(key), file=out)
+
+
 # -- parser ------------------------------------------------------------------------
 
 
@@ -145,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Also accepted after the command; SUPPRESS keeps a value given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--stack", default=argparse.SUPPRESS, help=stack_help)
-    objects = parser.add_subparsers(dest="object", required=True, metavar="{domain,user,alias}")
+    objects = parser.add_subparsers(dest="object", required=True, metavar="{domain,user,alias,dkim}")
 
     def command(group: Any, name: str, handler: Command, help_text: str) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = group.add_parser(name, help=help_text, description=help_text, parents=[common])
@@ -180,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_alias.add_argument("targets", nargs="+", metavar="TARGET")
     command(alias, "list", alias_list, "list the aliases of a domain, one a line").add_argument("domain")
     command(alias, "remove", alias_remove, "remove an alias").add_argument("alias")
+
+    keys = objects.add_parser("dkim", help="DKIM signing keys (RFC 6376)").add_subparsers(dest="action", required=True)
+    create = command(keys, "create", dkim_create, "make a signing key for a domain and print its DNS TXT record")
+    create.add_argument("domain")
+    create.add_argument("--selector", default=dkim.DEFAULT_SELECTOR, help="the selector (default: %(default)s)")
+    create.add_argument("--bits", type=int, default=dkim.KEY_BITS, choices=(1024, 2048, 3072, 4096), help="RSA key size")
+    create.add_argument("--force", action="store_true", help="replace the domain's key")
+    command(keys, "show", dkim_show, "print the DNS TXT record of a domain's key").add_argument("domain")
     return parser
 
 
@@ -200,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     target: Target | None = None
     try:
         target = locate(args.stack, os.environ)
+        args.target = target
         args.handler(Store.build(target.settings, target.clients), args, sys.stdout)
     except (MailError, StackNotFound) as error:
         return _fail(str(error))

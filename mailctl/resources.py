@@ -37,6 +37,7 @@ STACK_OUTPUTS = {
     "MailBucketName": "MAIL_BUCKET",
     "MailEventBusName": "EVENT_BUS_NAME",
     "OutboundQueueUrl": "OUTBOUND_QUEUE_URL",
+    "DkimParameterPath": "DKIM_PARAMETER_PATH",
 }
 STACK_FILE = Path(".local") / "stack.json"
 

@@ -118,3 +118,119 @@ def test_listing_and_removal(store, domain):
     assert store.accounts.resolve(bob).local_domain is False
     with pytest.raises(NotFound):
         store.remove_user(bob)
+
+
+# -- the resolution cache (mailcore.accounts.ResolutionCache) -----------------------------
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def isolated(store, clock: Clock, **ttls: float):
+    """An Accounts on the same table with a cache of its own: another function container."""
+    from mailcore.accounts import Accounts, ResolutionCache
+
+    return Accounts(store.accounts.dynamodb, store.accounts.table, cache=ResolutionCache(clock=clock, **ttls))
+
+
+def test_a_resolution_is_read_once_then_served_from_the_cache(store, domain, user):
+    # GIVEN a recipient resolved once (RCPT)
+    assert store.accounts.resolve(user).users == [user]
+    # WHEN it is resolved again, in any form of the address (delivery, the next message)
+    with count_requests() as counter:
+        assert store.accounts.resolve(user).users == [user]
+        assert store.accounts.resolve(user.upper()).users == [user]
+        assert store.accounts.resolve(f"Nobody@{domain}").users == []
+        assert store.accounts.resolve(f"nobody@{domain}").users == []
+    # THEN only the first sight of each normalized address reads DynamoDB
+    assert counter.snapshot() == {"dynamodb.BatchGetItem": 1}
+
+
+def test_writes_in_this_process_are_seen_at_once_through_any_accounts_object(store, domain, user):
+    from mailcore.settings import Settings
+    from mailcore.store import Store
+
+    # GIVEN answers in the cache: unknown, a user, and a domain that is not ours yet
+    other = Store.build(Settings.from_env())  # another Store of the process (a function's)
+    newcomer, foreign = f"new-{user}", f"someone@x{domain}"
+    assert other.accounts.resolve(newcomer).users == []
+    assert other.accounts.resolve(foreign).local_domain is False
+    assert other.accounts.resolve(user).users == [user]
+    # WHEN accounts change through the test's own Store THEN the other sees each change at once
+    store.add_user(newcomer, "pw")
+    assert other.accounts.resolve(newcomer).users == [newcomer]
+    store.accounts.add_domain(f"x{domain}")
+    assert other.accounts.resolve(foreign).local_domain is True
+    store.accounts.set_catchall(f"x{domain}", user)
+    assert other.accounts.resolve(foreign).users == [user]
+    store.accounts.add_alias(f"team@{domain}", [user, newcomer])
+    assert sorted(other.accounts.resolve(f"team+x@{domain}").users) == sorted([user, newcomer])
+    store.accounts.remove_alias(f"team@{domain}")
+    assert other.accounts.resolve(f"team@{domain}").users == []
+    store.remove_user(newcomer)
+    assert other.accounts.resolve(newcomer).users == []
+
+
+def test_a_write_elsewhere_shows_after_the_ttl_sooner_for_refusals(store, domain, user):
+    # GIVEN a function container with its own cache (60 s for hits, 10 s for misses)
+    clock = Clock()
+    container = isolated(store, clock, positive_ttl=60, negative_ttl=10)
+    alias, newcomer = f"list@{domain}", f"new-{user}"
+    assert container.resolve(newcomer).users == []
+    assert container.resolve(alias).users == []
+    store.accounts.add_alias(alias, [user])  # WHEN another process changes the accounts
+    store.add_user(newcomer, "pw")
+    # THEN the container keeps its answers for their TTL, the refusals for less
+    clock.now += 9
+    assert container.resolve(alias).users == []
+    clock.now += 2
+    assert container.resolve(alias).users == [user]
+    assert container.resolve(newcomer).users == [newcomer]
+    store.remove_user(newcomer)
+    clock.now += 59
+    assert container.resolve(newcomer).users == [newcomer]  # a hit is kept 60 s
+    clock.now += 2
+    assert container.resolve(newcomer).users == []
+
+
+def test_the_ttls_come_from_the_environment_and_0_turns_the_cache_off(store, domain, user):
+    from mailcore.accounts import Accounts, ResolutionCache
+
+    cache = ResolutionCache.from_env({"RESOLVE_CACHE_SECONDS": "0", "RESOLVE_NEGATIVE_CACHE_SECONDS": "0"})
+    uncached = Accounts(store.accounts.dynamodb, store.accounts.table, cache=cache)
+    with count_requests() as counter:
+        uncached.resolve(user)
+        uncached.resolve(user)
+    assert counter.snapshot() == {"dynamodb.BatchGetItem": 2}
+    defaults = ResolutionCache.from_env({})
+    assert (defaults.positive_ttl, defaults.negative_ttl) == (60.0, 10.0)
+    tuned = ResolutionCache.from_env({"RESOLVE_CACHE_SECONDS": "5", "RESOLVE_NEGATIVE_CACHE_SECONDS": "1"})
+    assert (tuned.positive_ttl, tuned.negative_ttl) == (5.0, 1.0)
+
+
+def test_a_lookup_that_raced_a_write_is_not_cached():
+    from mailcore.accounts import Resolution, ResolutionCache
+
+    cache = ResolutionCache()
+    generation = cache.generation  # GIVEN a lookup that started before a write
+    cache.invalidate()
+    cache.put("a@example.test", Resolution("a@example.test", True, []), generation)
+    assert cache.get("a@example.test") is None  # THEN its (maybe stale) answer is dropped
+
+
+def test_the_cache_is_bounded_against_dictionary_attacks():
+    from mailcore.accounts import Resolution, ResolutionCache
+
+    cache = ResolutionCache(max_entries=100)
+    for n in range(1000):  # unknown addresses probed at RCPT
+        cache.put(f"u{n}@example.test", Resolution(f"u{n}@example.test", True, []), cache.generation)
+    assert len(cache) == 100
+    assert cache.get("u999@example.test") is not None
+    assert cache.get("u0@example.test") is None  # the oldest went first

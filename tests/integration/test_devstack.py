@@ -364,3 +364,9 @@ def test_make_run_serves_and_mailctl_administers_it(local_stack: StackInfo, tmp_
     assert code == 0, log
     assert "Traceback" not in log
     assert not (run_dir / ".local" / "stack.json").exists()
+
+
+def test_sqs_event_sources_come_from_the_template():
+    from devstack.eventsource import SqsMapping, sqs_mappings
+
+    assert sqs_mappings(TEMPLATE) == [SqsMapping("RelayFunction", "OutboundQueue", 10)]

@@ -3,6 +3,8 @@ the DESIGN.md contract that each operation costs a known number of AWS requests.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mailcore.accounting import count_requests
 from mailcore.blobstore import blob_key, sha256_hex
@@ -11,6 +13,7 @@ from mailcore.delivery import deliver
 
 from .conftest import new_user
 
+ROOT = Path(__file__).resolve().parents[2]
 RAW = b"From: a@example.org\r\nTo: b@example.test\r\nSubject: once\r\nMessage-ID: <m1@example.org>\r\n\r\nbody\r\n"
 
 
@@ -47,27 +50,66 @@ def test_same_bytes_for_two_users_are_stored_once_and_deleted_with_the_last_copy
     assert not blob_exists(store, sha)
 
 
+DELIVERY_WRITES = {
+    "s3.PutObject": 1,  # the blob
+    "dynamodb.UpdateItem": 1,  # the UID
+    "dynamodb.TransactWriteItems": 1,  # the index, counts, blob reference, dedup marker
+    "eventbridge.PutEvents": 1,  # MessageReceived
+}
+
+
 def test_delivery_cost_and_idempotency(store, domain, user):
     key = stage(store, f"staging/{domain}-2")
     request = Deliver(key, "a@example.org", [user], dedup_key=f"txn-{domain}")
-    # WHEN a message is delivered to one recipient
+    # WHEN a staged message is delivered to one recipient not resolved before
     with count_requests() as counter:
         first = deliver(store, request)
     # THEN it costs exactly these requests (DESIGN.md contract 4)
-    assert counter.snapshot() == {
-        "s3.GetObject": 1,
-        "s3.PutObject": 1,
-        "dynamodb.BatchGetItem": 1,
-        "dynamodb.UpdateItem": 1,
-        "dynamodb.TransactWriteItems": 1,
-        "eventbridge.PutEvents": 1,
-    }
+    assert counter.snapshot() == {"s3.GetObject": 1, "dynamodb.BatchGetItem": 1, **DELIVERY_WRITES}
     # AND a retry of the same transaction delivers nothing new (contract 3)
     second = deliver(store, request)
     assert first["deliveries"][0]["uid"] == 1
     assert second["deliveries"][0]["duplicate"] is True
     inbox = store.mailboxes.get(user, "INBOX")
     assert inbox.messages == 1
+
+
+def test_inline_delivery_costs_three_requests_and_the_event(store, domain, user):
+    # GIVEN the recipient was resolved at RCPT (the resolution is cached)
+    assert store.accounts.resolve(user).users == [user]
+    raw = RAW + b"inline\r\n"
+    request = Deliver("", "a@example.org", [user], dedup_key=f"inline-{domain}", message=encode(raw))
+    # WHEN a small message arrives inline (DESIGN.md contract 1)
+    with count_requests() as counter:
+        result = deliver(store, request)
+    # THEN no staging is read: the blob, the UID and the index, and the event (contract 4)
+    assert counter.snapshot() == DELIVERY_WRITES
+    assert store.blobs.get(result["sha256"]) == raw
+    # AND a retry delivers nothing new (contract 3)
+    assert deliver(store, request)["deliveries"][0]["duplicate"] is True
+    assert store.mailboxes.get(user, "INBOX").messages == 1
+
+
+def encode(raw: bytes) -> str:
+    import base64
+
+    return base64.b64encode(raw).decode()
+
+
+@pytest.mark.parametrize(
+    ("staging_key", "message"),
+    [
+        pytest.param("", "", id="neither-staged-nor-inline"),
+        pytest.param("staging/x", encode(RAW), id="both-staged-and-inline"),
+        pytest.param("", "not base64!", id="inline-not-base64"),
+    ],
+)
+def test_delivery_refuses_a_request_without_exactly_one_source_of_bytes(store, user, staging_key, message):
+    from mailcore.errors import InvalidInput
+
+    with pytest.raises(InvalidInput), count_requests() as counter:
+        deliver(store, Deliver(staging_key, "a@example.org", [user], message=message))
+    assert counter.total == 0
 
 
 OPERATION_COSTS = [
@@ -132,26 +174,28 @@ def test_each_mailbox_operation_has_a_fixed_cost(store, user, name, operation, e
 
 
 def test_fetch_flags_of_a_large_mailbox_is_a_few_paged_queries(store, user):
+    """Message items leave the MIME metadata to items of their own: 1,500 messages with
+    real metadata (over 1 MB together) list in one page of summaries."""
     from mailcore.messages import NewMessage
+    from mailcore.mime import analyze
 
+    meta = analyze((ROOT / "events" / "sample-message.eml").read_bytes()).to_item()
     sha = store.blobs.put(RAW)
-    store.messages.append(user, "INBOX", [NewMessage(sha, len(RAW), {}) for _ in range(1000)])
+    store.messages.append(user, "INBOX", [NewMessage(sha, len(RAW), meta) for _ in range(1500)])
     inbox = store.mailboxes.get(user, "INBOX")
     with count_requests() as counter:
         records = store.messages.list_range(inbox.mailbox_id)
-    assert len(records) == 1000
+    assert [r.uid for r in records] == list(range(1, 1501))
+    assert records[0].sha256 == sha and records[0].size == len(RAW)
     assert counter.snapshot() == {"dynamodb.Query": 1}
 
 
 def test_no_code_path_scans():
     """DESIGN.md contract 4: nothing a client can trigger scans a table."""
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
     sources = [
-        *root.glob("layers/mailcore/mailcore/*.py"),
-        *root.glob("functions/*/app.py"),
-        *root.glob("gateway/**/*.py"),
+        *ROOT.glob("layers/mailcore/mailcore/*.py"),
+        *ROOT.glob("functions/*/app.py"),
+        *ROOT.glob("gateway/**/*.py"),
     ]
     assert sources
     offenders = [str(p) for p in sources if ".scan(" in p.read_text() or "Scan(" in p.read_text()]

@@ -8,7 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from mailcore.contracts import AUTH_REQUESTS, INGEST_REQUESTS, MAILBOX_REQUESTS
+from mailcore.contracts import AUTH_REQUESTS, INGEST_REQUESTS, MAILBOX_REQUESTS, RELAY_REQUESTS, SUBMIT_REQUESTS
+
+from tests.loopback import SINKS
+
+# The loopback DNS server and MXs the relay sample needs (dns_server, relay_env, pump).
+pytest_plugins = ["tests.outbound"]
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -20,6 +25,9 @@ MAILBOX_ORDER = [
     "fetch",
     "store",
     "changes",
+    "select",
+    "watch",
+    "search",
     "append",
     "create",
     "rename",
@@ -28,8 +36,17 @@ MAILBOX_ORDER = [
     "expunge",
     "remove",
     "delete",
+    "lock",
+    "unlock",
 ]
-REQUESTS = {"auth": AUTH_REQUESTS, "ingest": INGEST_REQUESTS, "mailbox": MAILBOX_REQUESTS}
+REQUESTS = {
+    "auth": AUTH_REQUESTS,
+    "ingest": INGEST_REQUESTS,
+    "mailbox": MAILBOX_REQUESTS,
+    "submit": SUBMIT_REQUESTS,
+    # The relay's sample is an SQS event whose record body is the "relay" request.
+    "relay": RELAY_REQUESTS,
+}
 
 
 def test_every_operation_has_a_sample_and_every_sample_an_operation():
@@ -87,3 +104,18 @@ def test_a_user_cannot_reach_another_users_mailbox(demo, function_transport, use
     theirs = function_transport.invoke("MailboxFunction", {"op": "messages", "user": user, "mailbox": "INBOX"})
     assert theirs["ok"] and theirs["messages"] == []
     assert theirs["mailbox"]["user"] == user
+
+
+def test_submit_and_relay_samples_are_accepted(demo, function_transport, dns_server, relay_env, pump):
+    # GIVEN example.net's MX is the loopback server on 127.0.0.21
+    dns_server.zone.add("example.net", "MX", "10 mx.example.net.")
+    dns_server.zone.add("mx.example.net", "A", SINKS[0])
+    # WHEN the submit sample is handled, and the relay sample (an SQS event), and the queue
+    submitted = invoke(function_transport, "submit", EVENTS / "submit/submit.json")
+    assert submitted["ok"], submitted
+    relayed = function_transport.invoke("RelayFunction", json.loads((EVENTS / "relay/relay.json").read_text()))
+    assert relayed == {"batchItemFailures": []}
+    pump.run()
+    # THEN example.net received both messages
+    subjects = sorted(m.data.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0] for m in relay_env.received("friend@example.net"))
+    assert subjects == [b"Sample message for the events/ fixtures", b"Sample outbound message"]

@@ -11,12 +11,26 @@ Key design of ``AccountsTable`` (``pk``, ``sk``, both strings):
 Resolving a recipient is one BatchGetItem: the domain, and the user and alias items of
 the local part and of its base (plus-addressing stripped). Listing domains, or the users
 of a domain, is one Query; nothing scans.
+
+Resolutions are cached for a short while in the process (a function container, or the
+local stack's one process), as Postfix's proxymap caches table lookups: an SMTP
+transaction resolves each recipient at RCPT and again at delivery, and a busy MX sees
+the same recipients over and over. A write through any :class:`Accounts` of the
+process empties that cache at once; a write elsewhere (another container, ``mailctl``
+in another shell) shows after the TTL: ``RESOLVE_CACHE_SECONDS`` (60) for addresses
+that reach somebody, ``RESOLVE_NEGATIVE_CACHE_SECONDS`` (10) for the rest; 0 turns
+either off.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from mailcore import dynamo
 from mailcore.addresses import Address, normalize_domain, parse_address
@@ -51,13 +65,123 @@ class Resolution:
     users: list[str] = field(default_factory=list)
 
 
+#: How long a resolution is reused: one that reaches somebody, one that does not.
+POSITIVE_TTL = 60.0
+NEGATIVE_TTL = 10.0
+#: Bounds the memory of a dictionary attack on RCPT (each unknown address is an entry).
+MAX_CACHED = 10_000
+
+
+class ResolutionCache:
+    """Recent resolutions by normalized address, each kept for its TTL.
+
+    :meth:`invalidate` empties it and starts a new generation; a lookup that began in an
+    older generation (it read DynamoDB before the write) is not stored.
+    """
+
+    def __init__(
+        self,
+        positive_ttl: float = POSITIVE_TTL,
+        negative_ttl: float = NEGATIVE_TTL,
+        max_entries: int = MAX_CACHED,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.positive_ttl = positive_ttl
+        self.negative_ttl = negative_ttl
+        self.max_entries = max_entries
+        self.clock = clock
+        self.generation = 0
+        self._entries: dict[str, tuple[float, Resolution]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ResolutionCache:
+        env = os.environ if env is None else env
+        return cls(
+            positive_ttl=float(env.get("RESOLVE_CACHE_SECONDS") or POSITIVE_TTL),
+            negative_ttl=float(env.get("RESOLVE_NEGATIVE_CACHE_SECONDS") or NEGATIVE_TTL),
+        )
+
+    def get(self, address: str) -> Resolution | None:
+        with self._lock:
+            entry = self._entries.get(address)
+            if entry is None:
+                return None
+            if entry[0] <= self.clock():
+                del self._entries[address]
+                return None
+            cached = entry[1]
+        return Resolution(cached.recipient, cached.local_domain, list(cached.users))
+
+    def put(self, address: str, resolution: Resolution, generation: int) -> None:
+        ttl = self.positive_ttl if resolution.users else self.negative_ttl
+        if ttl <= 0:
+            return
+        with self._lock:
+            if generation != self.generation:
+                return  # an account changed while this was being looked up
+            self._entries.pop(address, None)
+            while len(self._entries) >= self.max_entries:
+                del self._entries[next(iter(self._entries))]  # the oldest
+            self._entries[address] = (self.clock() + ttl, resolution)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _writes(method: _Method) -> _Method:
+    """A method that changes accounts: the cached resolutions go, whatever its outcome
+    (a write that timed out may still have happened)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Accounts, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._changed()
+
+    return wrapper  # type: ignore[return-value]
+
+
+_shared: dict[str, ResolutionCache] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_cache(table: str) -> ResolutionCache:
+    """The process's cache for ``table``, made from the environment on first use."""
+    with _shared_lock:
+        if table not in _shared:
+            _shared[table] = ResolutionCache.from_env()
+        return _shared[table]
+
+
 @dataclass
 class Accounts:
     dynamodb: Any
     table: str
+    #: None: the process's cache for this table (:func:`shared_cache`).
+    cache: ResolutionCache | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.cache is None:
+            self.cache = shared_cache(self.table)
+
+    def _changed(self) -> None:
+        """After any write: resolutions may differ now."""
+        assert self.cache is not None
+        self.cache.invalidate()
 
     # -- domains ---------------------------------------------------------------
 
+    @_writes
     def add_domain(self, domain: str) -> str:
         domain = normalize_domain(domain)
         try:
@@ -80,6 +204,7 @@ class Accounts:
             )
         )
 
+    @_writes
     def remove_domain(self, domain: str) -> None:
         domain = normalize_domain(domain)
         if self._domain_members(domain, limit=1):
@@ -93,6 +218,7 @@ class Accounts:
         except self.dynamodb.exceptions.ConditionalCheckFailedException:
             raise NotFound(f"no domain {domain}") from None
 
+    @_writes
     def set_catchall(self, domain: str, target: str | None) -> None:
         """Mail to unknown local parts of ``domain`` goes to user ``target`` (None: refuse it)."""
         domain = normalize_domain(domain)
@@ -137,6 +263,7 @@ class Accounts:
         self._put_unless_taken(addr, item, _alias_key(addr))
         return addr
 
+    @_writes
     def _put_unless_taken(self, addr: Address, item: dict[str, Any], other: dict[str, str]) -> None:
         """Put a user or alias item unless the address is taken by either kind: one transaction."""
         absent = "attribute_not_exists(pk)"
@@ -178,6 +305,7 @@ class Accounts:
         domain = normalize_domain(domain)
         return [item["address"] for item in self._domain_members(domain, "USER#")]
 
+    @_writes
     def remove_user(self, address: str) -> None:
         addr = parse_address(address)
         try:
@@ -228,6 +356,7 @@ class Accounts:
         domain = normalize_domain(domain)
         return [{"address": i["address"], "targets": i["targets"]} for i in self._domain_members(domain, "ALIAS#")]
 
+    @_writes
     def remove_alias(self, alias: str) -> None:
         addr = parse_address(alias)
         try:
@@ -242,12 +371,24 @@ class Accounts:
     # -- resolution --------------------------------------------------------------
 
     def resolve(self, recipient: str) -> Resolution:
-        """Which users receive mail sent to ``recipient``: one BatchGetItem.
+        """Which users receive mail sent to ``recipient``: one BatchGetItem, or none
+        while the answer is in the cache (see the module's doc).
 
         Order: the exact user, the exact alias, then the same for the address without
         its subaddress (``user+tag`` -> ``user``), then the domain's catch-all.
         """
         addr = parse_address(recipient)
+        assert self.cache is not None
+        key = str(addr)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        generation = self.cache.generation
+        resolution = self._lookup(addr)
+        self.cache.put(key, resolution, generation)
+        return Resolution(resolution.recipient, resolution.local_domain, list(resolution.users))
+
+    def _lookup(self, addr: Address) -> Resolution:
         candidates = [addr] if addr.base == addr else [addr, addr.base]
         keys = [{"pk": DOMAINS, "sk": addr.domain}]
         for candidate in candidates:

@@ -1,4 +1,4 @@
-"""Local delivery: recipient checks at RCPT time and delivery of a staged message.
+"""Local delivery: recipient checks at RCPT time and delivery of a received message.
 
 RFC 5321 §6.1: once we answer 250 to the end of data, the message is ours. So a delivery
 either indexes the message for every recipient or raises, and the gateway answers 451
@@ -7,11 +7,15 @@ either indexes the message for every recipient or raises, and the gateway answer
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 from typing import Any
 
+from mailcore import dynamo
+from mailcore.blobstore import blob_key, ref_key
 from mailcore.contracts import Deliver, Request, Resolve
-from mailcore.errors import NotFound
+from mailcore.errors import InvalidInput, NotFound
 from mailcore.mailboxes import INBOX
 from mailcore.messages import NewMessage
 from mailcore.mime import analyze
@@ -19,18 +23,27 @@ from mailcore.store import Store
 
 
 def resolve(store: Store, request: Resolve) -> dict[str, Any]:
-    """One BatchGetItem: is the domain ours, and does anybody receive this address?"""
+    """Is the domain ours, and does anybody receive this address? One BatchGetItem, or
+    none while the answer is cached (:mod:`mailcore.accounts`)."""
     result = store.accounts.resolve(request.recipient)
     return {"recipient": result.recipient, "local_domain": result.local_domain, "deliverable": bool(result.users)}
 
 
 def deliver(store: Store, request: Deliver) -> dict[str, Any]:
-    """Read the staged bytes once, store them content-addressed, index them per user.
+    """Take the bytes (inline, or staged: read once), store them content-addressed,
+    index them per user.
 
-    Cost: 1 GetObject + 1 PutObject, 1 BatchGetItem per recipient, 2 DynamoDB requests
-    per receiving user (UID allocation, one transaction) and 1 PutEvents per 10 users.
+    The bytes are the message as it is to be stored: the SMTP gateway, being the
+    delivery server, has already put ``Return-Path`` and its ``Received`` line on top
+    (RFC 5321 §4.4).
+
+    Cost: 1 PutObject (the blob), 2 DynamoDB requests per receiving user (UID
+    allocation, one transaction) and 1 PutEvents per 10 users; for a single recipient,
+    3 requests and the event. Staged bytes add 1 GetObject; a recipient whose resolution
+    is not cached adds 1 BatchGetItem. A retry in which every recipient is a duplicate
+    costs 1 GetItem more, plus a DeleteObject when its blob is unreferenced.
     """
-    raw = store.blobs.read_staging(request.staging_key)
+    raw = message_bytes(store, request)
     meta = analyze(raw)
     users: dict[str, str] = {}
     for recipient in request.recipients:
@@ -40,9 +53,10 @@ def deliver(store: Store, request: Deliver) -> dict[str, Any]:
         raise NotFound("no local recipient")
     sha = store.blobs.put(raw)
     now = int(time.time())
+    item = meta.to_item()
     deliveries = []
     for user, recipient in users.items():
-        message = NewMessage(sha256=sha, size=len(raw), meta=meta.to_item(), internaldate=now)
+        message = NewMessage(sha256=sha, size=len(raw), meta=item, internaldate=now)
         key = f"{request.dedup_key}" if request.dedup_key else None
         uids = store.messages.append(user, INBOX, [message], dedup_key=key)
         deliveries.append(
@@ -54,6 +68,12 @@ def deliver(store: Store, request: Deliver) -> dict[str, Any]:
                 "duplicate": not uids,
             }
         )
+    if all(d["duplicate"] for d in deliveries):
+        # A client's retry of a transaction we had already delivered (RFC 5321 §4.1.1.4:
+        # our 250 was lost). Its bytes differ from the first attempt's only in the trace
+        # fields the gateway adds, so this blob is the retry's own: drop it unless the
+        # first attempt stored the very same bytes (then it has references and stays).
+        _discard_if_unreferenced(store, sha)
     store.events.publish(
         "MessageReceived",
         [
@@ -72,6 +92,34 @@ def deliver(store: Store, request: Deliver) -> dict[str, Any]:
         ],
     )
     return {"sha256": sha, "size": len(raw), "deliveries": deliveries}
+
+
+def message_bytes(store: Store, request: Deliver) -> bytes:
+    """The message: inline (base64) or staged in S3, never both (DESIGN.md contract 1)."""
+    if request.message:
+        if request.staging_key:
+            raise InvalidInput("deliver: both staging_key and message")
+        try:
+            return base64.b64decode(request.message, validate=True)
+        except binascii.Error:
+            raise InvalidInput("deliver: message is not base64") from None
+    if not request.staging_key:
+        raise InvalidInput("deliver: neither staging_key nor message")
+    return store.blobs.read_staging(request.staging_key)
+
+
+def _discard_if_unreferenced(store: Store, sha: str) -> None:
+    """Delete the blob ``sha`` when no index entry references it: 1 GetItem (+1 DeleteObject).
+
+    Same known limit as :meth:`BlobStore.release`: a delivery of the very same bytes
+    racing with this check could lose them. Our blobs carry the gateway's per-transaction
+    Received line, so no other delivery has the same bytes.
+    """
+    blobs = store.blobs
+    reply = blobs.dynamodb.get_item(TableName=blobs.refs_table, Key=dynamo.serialize(ref_key(sha)), ConsistentRead=True)
+    item = dynamo.deserialize(reply["Item"]) if "Item" in reply else {}
+    if item.get("refs", 0) <= 0:
+        blobs.s3.delete_object(Bucket=blobs.bucket, Key=blob_key(sha))
 
 
 OPERATIONS: dict[type[Request], Any] = {Resolve: resolve, Deliver: deliver}

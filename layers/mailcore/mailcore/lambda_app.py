@@ -8,6 +8,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from mailcore.contracts import Request
 from mailcore.dispatch import Operation, dispatch
@@ -33,7 +34,8 @@ def make_handler(service: str, operations: Mapping[type[Request], Operation]) ->
     def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         result = dispatch(event, operations, store)
         op = str(event.get("op", "unknown")) if isinstance(event, dict) else "unknown"
-        metrics.add_metric(name="Requests" if result["ok"] else "Refusals", unit=MetricUnit.Count, value=1)
+        if not is_metrics_disabled():  # else they would pile up unflushed in a long-lived process
+            metrics.add_metric(name="Requests" if result["ok"] else "Refusals", unit=MetricUnit.Count, value=1)
         logger.info("handled", extra={"op": op, "ok": result["ok"], "error": result.get("error")})
         return result
 

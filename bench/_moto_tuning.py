@@ -1,0 +1,94 @@
+"""Load fixes for moto's server, applied in the benchmark's moto process (``--moto-tuning``).
+
+They change how moto emulates, not what our code does or asks for: the same requests,
+the same answers, the same conditions and rollbacks. Measured on moto 5.2.5.
+
+1. ``TransactWriteItems`` deep-copies each table it touches, once per action, so that it
+   can roll back: its cost grows with the size of the tables (a delivery's transaction
+   touches MessagesTable and MailboxesTable four times). DynamoDB's does not. Here the
+   rollback keeps a copy of the touched items only, and restores those.
+2. The server runs each request in a thread of its own. Those deep copies iterate tables
+   that other requests are changing ("dictionary changed size during iteration": HTTP
+   500, and a delivery answered 451), and a rollback restores a snapshot that misses the
+   writes of concurrent requests. One lock around every DynamoDB request makes them
+   atomic, as DynamoDB's are; the process is bound to one core by its GIL anyway.
+3. Every request lists moto's package directory to find its backend (``os.listdir`` and
+   an ``isdir`` per entry): listed once here.
+
+Not for the tests or ``make run``: they keep stock moto (devstack.stack). Worth moving
+there (fix 2 is a correctness fix for any concurrent local use) if the devstack owner agrees.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import threading
+import types
+from typing import Any
+
+
+def apply() -> None:
+    import moto.backends
+    import moto.dynamodb.models as models
+    from moto.dynamodb.models.table import Table
+    from moto.dynamodb.responses import DynamoHandler
+
+    lock = threading.RLock()
+
+    # 3: the package directory does not change while the server runs.
+    modules = tuple(moto.backends.list_of_moto_modules())
+    moto.backends.list_of_moto_modules = lambda: modules
+
+    # 2: one DynamoDB request at a time.
+    call_action = DynamoHandler.call_action
+
+    @functools.wraps(call_action)
+    def locked_call_action(self: Any) -> Any:
+        with lock:
+            return call_action(self)
+
+    DynamoHandler.call_action = locked_call_action  # type: ignore[method-assign]
+
+    # 1: moto's transaction "copies" a table as the table itself, and we keep the items.
+    def deepcopy(value: Any, memo: Any = None) -> Any:
+        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+    models.copy = types.SimpleNamespace(deepcopy=deepcopy)  # type: ignore[attr-defined]
+    transact = models.DynamoDBBackend.transact_write_items
+
+    @functools.wraps(transact)
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        with lock:
+            saved: list[tuple[str, dict[str, Any], Any]] = []
+            for action in transact_items:
+                op = next(iter(action.values()), None)
+                table = self.tables.get(op.get("TableName")) if isinstance(op, dict) else None
+                if table is None:
+                    continue
+                attrs = op.get("Key") or op.get("Item") or {}
+                names = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
+                if not all(n in attrs for n in names):
+                    continue  # moto will refuse it before writing anything
+                key = {n: attrs[n] for n in names}
+                saved.append((table.name, key, copy.deepcopy(self.get_item(table.name, key))))
+            try:
+                transact(self, transact_items)
+            except BaseException:
+                for name, key, item in reversed(saved):
+                    if item is None:
+                        if self.get_item(name, key) is not None:
+                            self.tables[name].delete_item(*_key_values(self.tables[name], key))
+                    else:
+                        self.tables[name].put_item(item.to_json()["Attributes"])
+                raise
+
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+def _key_values(table: Any, key: dict[str, Any]) -> tuple[Any, Any]:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    hash_value = DynamoType(key[table.hash_key_attr])
+    range_value = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
+    return hash_value, range_value

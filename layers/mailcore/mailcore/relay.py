@@ -1,0 +1,431 @@
+"""The relay: OutboundQueue records to the world's MXs, with retries and bounces.
+
+For each record (:class:`mailcore.contracts.RelayRecord`) the relay
+
+1. skips it if its marker says it was done already: SQS delivers a record at least
+   once, and a redelivered record must not send twice (DESIGN.md contract 3);
+2. waits, if the record's time has not come (SQS delays a record 15 minutes at most:
+   a longer wait is a chain of delayed re-enqueues, :data:`mailcore.outbound.MAX_DELAY`);
+3. looks up the MX hosts (:mod:`mailcore.mx`, RFC 5321 §5.1), signs the message with
+   the sender domain's DKIM key (:mod:`mailcore.dkim`) and delivers it
+   (:mod:`mailcore.smtpclient`), with a result per recipient;
+4. bounces the recipients that failed for good, or whose retries ran past the lifetime
+   (RFC 5321 §4.5.4.1: give up after 4-5 days), with an RFC 3464 report to the sender
+   (:mod:`mailcore.dsn`) — never for a message with the null reverse-path;
+5. puts the recipients that failed for now back on the queue, after an exponential
+   backoff (``RELAY_RETRY_MIN_SECONDS`` doubling up to ``RELAY_RETRY_MAX_SECONDS``);
+6. writes the record's marker, and publishes ``MessageSent``, ``DeliveryDelayed`` and
+   ``MessageBounced`` events (one PutEvents per 10 events of a batch).
+
+The marker (``MailboxesTable``, ``pk=RELAY#<id>``, ``sk=HOP#<hop>``, expiring after the
+queue's retention) is read for the whole batch first (one BatchGetItem) and written once
+a record is done. When a delivery attempt leaves follow-up work (a bounce, a retry), a
+marker with the attempt's outcome is written first, so a redelivery redoes the
+follow-ups, not the delivery.
+
+Cost of a small message delivered at the first attempt, with the DKIM key cached: 1
+BatchGetItem and 1 PutEvents per batch, 1 PutItem per record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from mailcore import dkim, dynamo
+from mailcore.aws import Clients
+from mailcore.blobstore import sha256_hex
+from mailcore.contracts import RELAY_REQUESTS, ContractError, Deliver, RelayRecord, parse_request
+from mailcore.delivery import deliver
+from mailcore.dsn import RecipientReport, build_report
+from mailcore.errors import NotFound
+from mailcore.mx import MxResolver, make_resolver
+from mailcore.outbound import OutboundQueue, decode_inline, encode_inline, record_id
+from mailcore.settings import Settings
+from mailcore.smtpclient import Attempt, ClientConfig, Envelope, RecipientResult
+from mailcore.smtpclient import deliver as smtp_deliver
+from mailcore.store import Store
+
+log = logging.getLogger(__name__)
+
+#: Longer than the queue's message retention (14 days): a marker outlives any redelivery.
+MARKER_SECONDS = 15 * 24 * 3600
+DONE = "done"
+ATTEMPTED = "attempted"
+#: Kept back from the Lambda's remaining time; a record needs at least MIN_RECORD_SECONDS.
+SAFETY_SECONDS = 5
+MIN_RECORD_SECONDS = 10
+#: RFC 3463 X.4.7: delivery time expired.
+EXPIRED = "4.4.7"
+
+
+def marker_key(record: RelayRecord) -> dict[str, str]:
+    return {"pk": f"RELAY#{record.id}", "sk": f"HOP#{record.hop}"}
+
+
+def backoff(attempts: int, first: int, last: int) -> int:
+    """Seconds to wait after the ``attempts``-th attempt: ``first``, doubled each time, at most ``last``."""
+    return int(min(last, first * 2 ** max(0, attempts - 1)))
+
+
+def wants_report(notify: str, kind: str) -> bool:
+    """RFC 3461 §4.1 NOTIFY: NEVER, or a list of SUCCESS, FAILURE, DELAY; absent means FAILURE."""
+    values = {v.strip().upper() for v in notify.split(",") if v.strip()}
+    if not values:
+        return kind == "FAILURE"
+    return "NEVER" not in values and kind in values
+
+
+@dataclass
+class Relay:
+    store: Store
+    queue: OutboundQueue
+    keys: dkim.DkimKeys
+    mx: MxResolver
+    settings: Settings
+    clock: Callable[[], float] = time.time
+    #: Markers read or written by this invocation: a record that SQS hands out twice in
+    #: one batch (or a retried submission's twin) is seen as done the second time.
+    known: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, clients: Clients, settings: Settings) -> Relay:
+        return cls(
+            store=Store.build(settings, clients),
+            queue=OutboundQueue(clients.sqs, settings.outbound_queue_url),
+            keys=dkim.DkimKeys(clients.get("ssm"), settings.dkim_parameter_path),
+            mx=MxResolver(make_resolver(settings.relay_dns_server)),
+            settings=settings,
+        )
+
+    # -- markers -------------------------------------------------------------------
+
+    def markers(self, records: list[RelayRecord]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The markers of ``records``: one BatchGetItem per 100."""
+        if not records:
+            return {}
+        keys = [marker_key(r) for r in records]
+        unique = list({(k["pk"], k["sk"]): k for k in keys}.values())
+        found = dynamo.batch_get(self.store.mailboxes.dynamodb, self.store.mailboxes.table, unique)
+        markers = {(item["pk"], item["sk"]): item for item in found}
+        self.known.update(markers)
+        return markers
+
+    def mark(self, record: RelayRecord, state: str, attempt: Attempt | None = None) -> None:
+        item: dict[str, Any] = {
+            **marker_key(record),
+            "state": state,
+            "expires_at": int(self.clock()) + MARKER_SECONDS,
+        }
+        if attempt is not None:
+            item["outcome"] = json.dumps(
+                {"server": attempt.server, "tls": attempt.tls, "results": [asdict(r) for r in attempt.results]}
+            )
+        self.store.mailboxes.dynamodb.put_item(TableName=self.store.mailboxes.table, Item=dynamo.serialize(item))
+        self.known[(item["pk"], item["sk"])] = item
+
+    # -- one record ------------------------------------------------------------------
+
+    def process(
+        self, record: RelayRecord, marker: dict[str, Any] | None, deadline: float, events: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        if marker is not None and marker.get("state") == DONE:
+            log.info("relay %s hop %d: done before, not again", record.id, record.hop)
+            return
+        now = self.clock()
+        if marker is None and record.not_before > now:
+            # Not yet: another hop on the queue, as long as SQS lets it wait.
+            self.queue.send([replace(record, hop=record.hop + 1)], delay=int(record.not_before - now) + 1)
+            self.mark(record, DONE)
+            return
+        if marker is None and deadline - time.monotonic() < MIN_RECORD_SECONDS:
+            # This invocation is nearly out of time: leave the record to another one.
+            self.queue.send([replace(record, hop=record.hop + 1)])
+            self.mark(record, DONE)
+            return
+        raw = decode_inline(record.message) if record.message else self.store.blobs.get(record.sha256)
+        if marker is None:
+            attempt = self.attempt(record, raw, deadline)
+        else:  # a redelivery after the attempt: redo only what followed it
+            outcome = json.loads(marker["outcome"])
+            attempt = Attempt([RecipientResult(**r) for r in outcome["results"]], outcome["server"], outcome["tls"])
+        self.follow_up(record, raw, attempt, first_time=marker is None, events=events)
+
+    def attempt(self, record: RelayRecord, raw: bytes, deadline: float) -> Attempt:
+        mx = self.mx.lookup(record.domain)
+        if not mx.ok:
+            log.info("relay %s: %s", record.id, mx.error)
+            return Attempt([RecipientResult(r, mx.status, mx.error, "") for r in record.recipients])
+        envelope = Envelope(
+            sender=record.sender,
+            recipients=record.recipients,
+            data=self.sign(record, raw),
+            ret=record.ret,
+            envid=record.envid,
+            notify=record.notify,
+            orcpt=record.orcpt,
+        )
+        config = ClientConfig(
+            hostname=self.settings.mail_hostname,
+            port=self.settings.relay_smtp_port,
+            deadline=deadline,
+        )
+        return smtp_deliver(envelope, mx, self.mx, config)
+
+    def sign(self, record: RelayRecord, raw: bytes) -> bytes:
+        """DKIM with the key of the envelope sender's domain, which submission checked the
+        user owns (RFC 6409 §6.1); a domain without a key sends unsigned."""
+        domain = record.sender.rpartition("@")[2] or self.settings.mail_hostname
+        key = self.keys.get(domain)
+        if key is None:
+            return raw
+        try:
+            return dkim.sign(raw, key)
+        except Exception as error:  # a broken key must not stop the mail
+            log.error("relay %s: DKIM signing for %s failed: %s", record.id, domain, type(error).__name__)
+            return raw
+
+    def follow_up(
+        self,
+        record: RelayRecord,
+        raw: bytes,
+        attempt: Attempt,
+        first_time: bool,
+        events: list[tuple[str, dict[str, Any]]],
+    ) -> None:
+        now = int(self.clock())
+        attempts = record.attempts + 1  # this attempt, made now or before a redelivery
+        delivered = [r for r in attempt.results if r.delivered]
+        failed = [r for r in attempt.results if r.permanent]
+        deferred = [r for r in attempt.results if r.temporary]
+        expires = record.first_attempt + self.settings.relay_lifetime
+        expired: list[RecipientResult] = []
+        if deferred and now >= expires:
+            expired, deferred = deferred, []
+        if (failed or expired or deferred) and first_time:
+            self.mark(record, ATTEMPTED, attempt)
+        base = {"id": record.id, "domain": record.domain, "sender": record.sender, "message_id": record.message_id}
+        if failed or expired:
+            reported = self.bounce(record, raw, failed, expired, now)
+            events.append(
+                (
+                    "MessageBounced",
+                    {
+                        **base,
+                        "recipients": [r.recipient for r in failed + expired],
+                        "statuses": {
+                            **{r.recipient: r.status for r in failed},
+                            **{r.recipient: EXPIRED for r in expired},
+                        },
+                        "attempts": attempts,
+                        "report": reported,
+                    },
+                )
+            )
+        if deferred:
+            next_at = min(now + backoff(attempts, self.settings.relay_retry_min, self.settings.relay_retry_max), expires)
+            index = {r: i for i, r in enumerate(record.recipients)}
+            keep = [index[r.recipient] for r in deferred]
+            self.queue.send(
+                [
+                    replace(
+                        record,
+                        recipients=[record.recipients[i] for i in keep],
+                        notify=[record.notify[i] for i in keep if i < len(record.notify)],
+                        orcpt=[record.orcpt[i] for i in keep if i < len(record.orcpt)],
+                        attempts=attempts,
+                        hop=record.hop + 1,
+                        not_before=next_at,
+                    )
+                ],
+                delay=next_at - now,
+            )
+            events.append(
+                (
+                    "DeliveryDelayed",
+                    {
+                        **base,
+                        "recipients": [r.recipient for r in deferred],
+                        "status": deferred[0].status,
+                        "reason": deferred[0].diagnostic,
+                        "attempts": attempts,
+                        "next_attempt": next_at,
+                        "expires": expires,
+                    },
+                )
+            )
+        self.mark(record, DONE)
+        if not deferred and not record.message:
+            self.store.blobs.release(record.sha256)  # the queue's reference (mailcore.outbound)
+        if delivered:
+            events.append(
+                (
+                    "MessageSent",
+                    {
+                        **base,
+                        "recipients": [r.recipient for r in delivered],
+                        "server": attempt.server,
+                        "tls": attempt.tls,
+                        "attempts": attempts,
+                        "sha256": record.sha256,
+                        "size": record.size,
+                    },
+                )
+            )
+        log.info(
+            "relay %s hop %d to %s: %d sent, %d bounced, %d deferred",
+            record.id,
+            record.hop,
+            record.domain,
+            len(delivered),
+            len(failed) + len(expired),
+            len(deferred),
+        )
+
+    # -- bounces -------------------------------------------------------------------------
+
+    def bounce(
+        self, record: RelayRecord, raw: bytes, failed: list[RecipientResult], expired: list[RecipientResult], now: int
+    ) -> bool:
+        """An RFC 3464 report to the sender; True if one was made. Never for a bounce."""
+        if not record.sender:
+            return False  # RFC 3464 §2 / RFC 5321 §4.5.5: no report on a report
+        index = {r: i for i, r in enumerate(record.recipients)}
+        reports: list[RecipientReport] = []
+        for result, status in [(r, r.status) for r in failed] + [(r, EXPIRED) for r in expired]:
+            i = index.get(result.recipient, -1)
+            if not wants_report(record.notify[i] if 0 <= i < len(record.notify) else "", "FAILURE"):
+                continue
+            reports.append(
+                RecipientReport(
+                    recipient=result.recipient,
+                    action="failed",
+                    status=status,
+                    diagnostic=result.diagnostic,
+                    diagnostic_type=result.diagnostic_type,
+                    remote_mta=result.remote_mta,
+                    original_recipient=record.orcpt[i] if 0 <= i < len(record.orcpt) else "",
+                    last_attempt=now,
+                )
+            )
+        if not reports:
+            return False
+        report = build_report(
+            reporting_mta=self.settings.mail_hostname,
+            sender=record.sender,
+            reports=reports,
+            original=raw,
+            arrival=record.first_attempt or now,
+            envid=record.envid,
+            ret=record.ret,
+            now=now,
+        )
+        self.send_report(record, report)
+        return True
+
+    def send_report(self, record: RelayRecord, report: bytes) -> None:
+        """To the sender's INBOX through the inbound path; to its MX if the sender is not ours."""
+        dedup = f"dsn:{record.id}:{record.hop}"
+        staged = f"staging/dsn-{record.id}-{record.hop}"
+        # RFC 5321 §4.4: final delivery records the (null) reverse-path of the report.
+        body = b"Return-Path: <>\r\n" + report
+        self.store.blobs.s3.put_object(Bucket=self.store.blobs.bucket, Key=staged, Body=body, ContentType="message/rfc822")
+        try:
+            deliver(self.store, Deliver(staging_key=staged, sender="", recipients=[record.sender], dedup_key=dedup))
+            return
+        except NotFound:
+            pass
+        if self.store.accounts.resolve(record.sender).local_domain:
+            log.warning("relay %s: the sender %s is gone; report dropped", record.id, record.sender)
+            return
+        domain = record.sender.rpartition("@")[2]
+        now = int(self.clock())
+        self.queue.send(
+            [
+                RelayRecord(
+                    id=record_id(dedup, domain),
+                    domain=domain,
+                    sender="",
+                    recipients=[record.sender],
+                    sha256=sha256_hex(report),
+                    size=len(report),
+                    message=encode_inline(report),
+                    first_attempt=now,
+                )
+            ]
+        )
+
+
+# -- one batch -------------------------------------------------------------------------
+
+
+@dataclass
+class RelayBatch:
+    """One invocation's records: markers read up front, events published at the end."""
+
+    relay: Relay
+    deadline: float
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def prefetch(self, event: dict[str, Any]) -> None:
+        records = []
+        for raw in event.get("Records") or []:
+            try:
+                records.append(parse_record(raw.get("body", "")))
+            except ContractError:
+                continue  # handle() fails it
+        self.relay.markers(records)
+
+    def handle(self, record: Any) -> None:
+        """The BatchProcessor's record handler: raise, and the record returns to the queue."""
+        body = record.body if hasattr(record, "body") else record["body"]
+        parsed = parse_record(body)
+        key = marker_key(parsed)
+        self.relay.process(parsed, self.relay.known.get((key["pk"], key["sk"])), self.deadline, self.events)
+
+    def publish(self) -> None:
+        """Events of the batch, one PutEvents per 10. The mail is sent by now: a failure
+        here is logged, never a reason to send again."""
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        for detail_type, detail in self.events:
+            by_type.setdefault(detail_type, []).append(detail)
+        for detail_type, details in by_type.items():
+            try:
+                self.relay.store.events.publish(detail_type, details)
+            except Exception:
+                log.exception("relay: %d %s events not published", len(details), detail_type)
+        self.events.clear()
+
+
+def parse_record(body: str) -> RelayRecord:
+    try:
+        event = json.loads(body)
+    except ValueError as error:
+        raise ContractError(f"queue record is not JSON: {error}") from None
+    record = parse_request(event, RELAY_REQUESTS)
+    assert isinstance(record, RelayRecord)
+    return record
+
+
+class RelayService:
+    """What a relay container keeps: its AWS clients (and, in :mod:`mailcore.dkim`, keys).
+    Settings are read per invocation."""
+
+    def __init__(self) -> None:
+        self.clients = Clients()
+
+    @contextmanager
+    def batch(self, event: dict[str, Any], context: Any) -> Iterator[RelayBatch]:
+        remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 300
+        relay = Relay.build(self.clients, Settings.from_env())
+        batch = RelayBatch(relay, deadline=time.monotonic() + remaining - SAFETY_SECONDS)
+        batch.prefetch(event)
+        try:
+            yield batch
+        finally:
+            batch.publish()
