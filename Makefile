@@ -25,7 +25,7 @@ run: venv
 test: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 lint: venv
 	$(BIN)/ruff check .

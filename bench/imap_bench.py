@@ -326,7 +326,7 @@ def bench_idle(env: dict[str, Any], users: list[str], per_user: int) -> dict[str
     env["loop"].call_soon_threadsafe(watcher._wake.set)  # end the wait begun with the long interval
     time.sleep(0.5)
     polls = watcher.stats.calls
-    with count_requests() as counter:
+    with count_requests(background=True) as counter:
         time.sleep(10)
     calls = watcher.stats.calls - polls
     gc.collect()

@@ -8,7 +8,7 @@ The path of every message, as in the cloud:
 Layout (two cores are shared by all of it, so each part that runs in its own place in the
 cloud runs in a process of its own here):
 
-* moto in a child process, with template.yaml's resources and bench/_moto_tuning.py
+* moto in a child process, with template.yaml's resources and devstack/moto_tuning.py
   (``--stock-moto``: without those load fixes);
 * this process: the gateway's submission listener (its own event-loop thread) with the
   Auth, Ingest and Submit functions in-process (``InProcessTransport``), as ``make run``
@@ -535,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domains", type=int, default=4, help="remote domains")
     parser.add_argument("--recipients", type=int, default=40, help="distinct remote recipients")
     parser.add_argument("--relay-workers", type=int, default=2, help="concurrent RelayFunction executions")
-    parser.add_argument("--stock-moto", action="store_true", help="moto without bench/_moto_tuning.py")
+    parser.add_argument("--stock-moto", action="store_true", help="moto without devstack/moto_tuning.py")
     parser.add_argument("--gateway-only", type=int, default=2000, help="messages for the stub-function phase (0: skip)")
     parser.add_argument("--profile", default="", help="a directory for cProfile files of the relay workers")
     parser.add_argument(
@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     domains = [f"remote{n}-{secrets.token_hex(3)}.test" for n in range(args.domains)]
     report: dict[str, Any] = {
         "machine_at_start": machine(),
-        "moto": "process" + (" (stock)" if args.stock_moto else " (tuned: bench/_moto_tuning.py)"),
+        "moto": "process" + (" (stock)" if args.stock_moto else " (tuned: devstack/moto_tuning.py)"),
         "parameters": {k: v for k, v in vars(args).items()},
         "targets": {
             "messages_per_second": TARGET_MESSAGES_PER_SECOND,

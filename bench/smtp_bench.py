@@ -6,7 +6,7 @@ so moto does not share the gateway's interpreter lock:
 * moto: ``ThreadedMotoServer`` in a child process (``--moto process``), or in a thread of
   this process as ``make run`` has it (``--moto thread``), or moto's in-process mock
   (``--moto inprocess``), with template.yaml's resources and the load fixes of
-  bench/_moto_tuning.py (``--stock-moto``: without them);
+  devstack/moto_tuning.py (``--stock-moto``: without them);
 * the gateway in this process (its own event-loop thread), with the functions in-process
   (``InProcessTransport``), as ``make run`` has it;
 * the senders in a child process: N concurrent SMTP connections (asyncio, raw sockets),
@@ -33,8 +33,9 @@ Usage: ``.venv/bin/python bench/smtp_bench.py [--senders 10] [--sizes 4096,10240
 [--counts 2000,300,20] [--moto process|thread|inprocess] [--stock-moto] [--idle 1000]
 [--big-mb 35] [--gateway-only 3000]``. ``--moto inprocess`` uses moto's in-process mock
 (``mock_aws``) instead of its server; ``--stock-moto`` leaves out the load fixes of
-bench/_moto_tuning.py (without them, concurrent deliveries get HTTP 500s from moto's
-transactions, answered 451). The figures depend on the machine and its load (reported
+devstack/moto_tuning.py (without them, concurrent deliveries get HTTP 500s from moto's
+transactions, answered 451; ``--moto thread`` always has them, as devstack.LocalStack
+applies them). The figures depend on the machine and its load (reported
 under "machine_at_start"/"machine_at_end" and per phase): moto, the gateway, the
 functions and the senders share its cores; "cpu_ms_per_message" says who used them.
 """
@@ -234,7 +235,7 @@ def moto_process(ports: Any, tuned: bool) -> None:
     from moto.server import ThreadedMotoServer
 
     if tuned:
-        import _moto_tuning  # bench/, on the path of the script and of its children
+        from devstack import moto_tuning as _moto_tuning
 
         _moto_tuning.apply()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -350,7 +351,7 @@ def start_stack(moto_mode: str, tuned: bool) -> Stack:
         info = local._provision(f"http://{host}:{port}")  # the devstack's own provisioning
     else:
         if tuned:
-            import _moto_tuning
+            from devstack import moto_tuning as _moto_tuning
 
             _moto_tuning.apply()
         info = local.start()
@@ -382,7 +383,7 @@ def provision_in_process(local: Any, tuned: bool) -> Any:
     mock = mock_aws()
     mock.start()
     if tuned:
-        import _moto_tuning
+        from devstack import moto_tuning as _moto_tuning
 
         _moto_tuning.apply()
     template = load_template(local.template)
@@ -687,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stock-moto",
         action="store_true",
-        help="moto as it comes, without the load fixes of bench/_moto_tuning.py",
+        help="moto as it comes, without the load fixes of devstack/moto_tuning.py",
     )
     parser.add_argument("--gateway-only", type=int, default=3000, help="messages for the stub-function phase (0: skip)")
     parser.add_argument("--idle", type=int, default=1000, help="idle connections to measure (0: skip)")
@@ -701,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     report_out, sys.stdout = sys.stdout, sys.stderr
     report: dict[str, Any] = {
         "machine_at_start": machine(),
-        "moto": args.moto + (" (stock)" if args.stock_moto else " (tuned: bench/_moto_tuning.py)"),
+        "moto": args.moto + (" (stock)" if args.stock_moto else " (tuned: devstack/moto_tuning.py)"),
     }
     stack = start_stack(args.moto, not args.stock_moto)
     try:

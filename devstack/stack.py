@@ -28,6 +28,7 @@ from mailcore.errors import AlreadyExists
 from mailcore.store import Store
 from moto.server import ThreadedMotoServer
 
+from devstack import moto_tuning
 from devstack.template import (
     FunctionSpec,
     Resolver,
@@ -148,6 +149,7 @@ class LocalStack:
         _check_port_free(self.host, port)
         # moto's server logs every request at INFO through werkzeug.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        moto_tuning.apply()
         self._server = ThreadedMotoServer(ip_address=self.host, port=port, verbose=False)
         self._server.start()
         host, bound = self._server.get_host_and_port()

@@ -45,10 +45,11 @@ class RequestCounter:
 
 
 @contextmanager
-def count_requests() -> Iterator[RequestCounter]:
-    """Count every AWS request made inside the ``with`` block (all threads)."""
+def count_requests(background: bool = False) -> Iterator[RequestCounter]:
+    """Count every AWS request made inside the ``with`` block (all threads); with
+    ``background`` also those of work marked :data:`mailcore.aws.BACKGROUND`."""
     counter = RequestCounter()
-    add_request_observer(counter)
+    add_request_observer(counter, background)
     try:
         yield counter
     finally:

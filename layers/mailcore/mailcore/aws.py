@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,22 +19,29 @@ _CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_conne
 
 #: Called as ``observer(service, operation)`` for every HTTP request any client sends.
 RequestObserver = Callable[[str, str], None]
-_observers: list[RequestObserver] = []
+_observers: list[tuple[RequestObserver, bool]] = []
+
+#: Set (in a context that function calls inherit) by work that runs on its own rather
+#: than for a client's command, such as the IMAP watcher's polling: observers that did
+#: not ask for background requests do not see them, so a test's count is its own.
+BACKGROUND: ContextVar[bool] = ContextVar("aws_background", default=False)
 
 
-def add_request_observer(observer: RequestObserver) -> None:
-    _observers.append(observer)
+def add_request_observer(observer: RequestObserver, background: bool = False) -> None:
+    _observers.append((observer, background))
 
 
 def remove_request_observer(observer: RequestObserver) -> None:
-    _observers.remove(observer)
+    _observers[:] = [(o, b) for o, b in _observers if o is not observer]
 
 
 def _before_send(event_name: str, **kwargs: Any) -> None:
     # event_name is "before-send.<service>.<Operation>"; retries send again and count again.
     _, service, operation = event_name.split(".", 2)
-    for observer in list(_observers):
-        observer(service, operation)
+    background = BACKGROUND.get()
+    for observer, wants_background in list(_observers):
+        if wants_background or not background:
+            observer(service, operation)
 
 
 def observe(client: Any) -> Any:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,11 +23,14 @@ def make_handler(service: str, operations: Mapping[type[Request], Operation]) ->
     tracer = Tracer(service=service)
     metrics = Metrics(service=service)
     stores: list[Store] = []
+    lock = threading.Lock()
 
     def store() -> Store:
-        if not stores:
-            stores.append(Store.from_env())
-        return stores[0]
+        # One per container; concurrent first calls (in-process, threads) build it once.
+        with lock:
+            if not stores:
+                stores.append(Store.from_env())
+            return stores[0]
 
     @logger.inject_lambda_context(log_event=False)  # events may carry passwords
     @tracer.capture_lambda_handler(capture_response=False)

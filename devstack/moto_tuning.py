@@ -1,4 +1,4 @@
-"""Load fixes for moto's server, applied in the benchmark's moto process (``--moto-tuning``).
+"""Load fixes for moto's server, applied by the local stack (tests, ``make run``, benchmarks).
 
 They change how moto emulates, not what our code does or asks for: the same requests,
 the same answers, the same conditions and rollbacks. Measured on moto 5.2.5.
@@ -15,8 +15,8 @@ the same answers, the same conditions and rollbacks. Measured on moto 5.2.5.
 3. Every request lists moto's package directory to find its backend (``os.listdir`` and
    an ``isdir`` per entry): listed once here.
 
-Not for the tests or ``make run``: they keep stock moto (devstack.stack). Worth moving
-there (fix 2 is a correctness fix for any concurrent local use) if the devstack owner agrees.
+Applied once per process by :class:`devstack.stack.LocalStack` (fix 2 is a correctness
+fix for any concurrent local use; fix 1 keeps a long test session linear).
 """
 
 from __future__ import annotations
@@ -27,8 +27,14 @@ import threading
 import types
 from typing import Any
 
+_applied = False
+
 
 def apply() -> None:
+    global _applied
+    if _applied:
+        return
+    _applied = True
     import moto.backends
     import moto.dynamodb.models as models
     from moto.dynamodb.models.table import Table
@@ -54,24 +60,13 @@ def apply() -> None:
     def deepcopy(value: Any, memo: Any = None) -> Any:
         return value if isinstance(value, Table) else copy.deepcopy(value, memo)
 
-    models.copy = types.SimpleNamespace(deepcopy=deepcopy)  # type: ignore[attr-defined]
+    models.copy = types.SimpleNamespace(deepcopy=deepcopy)  # type: ignore[assignment,attr-defined]
     transact = models.DynamoDBBackend.transact_write_items
 
     @functools.wraps(transact)
     def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
         with lock:
-            saved: list[tuple[str, dict[str, Any], Any]] = []
-            for action in transact_items:
-                op = next(iter(action.values()), None)
-                table = self.tables.get(op.get("TableName")) if isinstance(op, dict) else None
-                if table is None:
-                    continue
-                attrs = op.get("Key") or op.get("Item") or {}
-                names = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
-                if not all(n in attrs for n in names):
-                    continue  # moto will refuse it before writing anything
-                key = {n: attrs[n] for n in names}
-                saved.append((table.name, key, copy.deepcopy(self.get_item(table.name, key))))
+            saved = _touched_items(self, transact_items)
             try:
                 transact(self, transact_items)
             except BaseException:
@@ -84,6 +79,25 @@ def apply() -> None:
                 raise
 
     models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+def _touched_items(backend: Any, transact_items: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], Any]]:
+    """A copy of each item a transaction's actions name (None where there is none yet)."""
+    saved: list[tuple[str, dict[str, Any], Any]] = []
+    for action in transact_items:
+        op = next(iter(action.values()), None)
+        if not isinstance(op, dict):
+            continue
+        table = backend.tables.get(op.get("TableName"))
+        if table is None:
+            continue
+        attrs = op.get("Key") or op.get("Item") or {}
+        names = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
+        if not all(n in attrs for n in names):
+            continue  # moto will refuse it before writing anything
+        key = {n: attrs[n] for n in names}
+        saved.append((table.name, key, copy.deepcopy(backend.get_item(table.name, key))))
+    return saved
 
 
 def _key_values(table: Any, key: dict[str, Any]) -> tuple[Any, Any]:
