@@ -549,12 +549,17 @@ async def serve(conn: Connection) -> None:
     service = conn.services.get("smtp")
     if not isinstance(service, SmtpService):
         service = conn.services["smtp"] = SmtpService()
+    await serve_limited(conn, service, SmtpProtocol)
+
+
+async def serve_limited(conn: Connection, service: SmtpService, protocol: type[SmtpProtocol]) -> None:
+    """Run ``protocol`` on the connection, or answer 421 past the gateway's connection cap."""
     if service.connections >= service.limits.connections:
         conn.writer.write(replies.S421_TOO_MANY_CONNECTIONS.render())
         await conn.writer.drain()
         return
     service.connections += 1
     try:
-        await SmtpProtocol(conn, service).run()
+        await protocol(conn, service).run()
     finally:
         service.connections -= 1

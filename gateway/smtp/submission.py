@@ -63,7 +63,7 @@ from gateway.smtp.auth import (
 from gateway.smtp.data import MessageSink
 from gateway.smtp.grammar import GrammarError, RcptCommand, decode_xtext, is_dot_string, parse_reverse_path
 from gateway.smtp.limits import SmtpLimits
-from gateway.smtp.protocol import COMMANDS, CommandSpec, Handler, SmtpProtocol, SmtpService
+from gateway.smtp.protocol import COMMANDS, CommandSpec, Handler, SmtpProtocol, SmtpService, serve_limited
 from gateway.smtp.recipients import INGEST, Verdict
 from gateway.smtp.replies import Reply, reply
 from gateway.smtp.session import State, Transaction
@@ -352,12 +352,4 @@ async def serve(conn: Connection) -> None:
     service = conn.services.get("submission")
     if not isinstance(service, SubmissionService):
         service = conn.services["submission"] = SubmissionService()
-    if service.connections >= service.limits.connections:
-        conn.writer.write(replies.S421_TOO_MANY_CONNECTIONS.render())
-        await conn.writer.drain()
-        return
-    service.connections += 1
-    try:
-        await SubmissionProtocol(conn, service).run()
-    finally:
-        service.connections -= 1
+    await serve_limited(conn, service, SubmissionProtocol)
