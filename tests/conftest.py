@@ -12,10 +12,16 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 from mailcore.settings import Settings
 from mailcore.store import Store
 
 from devstack.stack import DEFAULT_TEMPLATE, LocalStack, StackInfo
+
+# Tests assert behaviour, never wall-clock time: Hypothesis' per-example deadline fails
+# at random on two loaded cores, so it is off for every property test.
+settings.register_profile("no-deadline", deadline=None)
+settings.load_profile("no-deadline")
 
 #: Variables that would send a test's clients somewhere else than the local stack.
 _FOREIGN_AWS_VARIABLES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "MAIL_STACK", "MAIL_STACK_FILE")

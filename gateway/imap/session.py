@@ -48,6 +48,7 @@ from gateway.imap.states import AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, Stat
 from gateway.imap.view import MailboxGone, MailboxView
 from gateway.imap.watcher import Subscription, Watcher
 from gateway.staging import StagingUpload, new_staging_key
+from gateway.wire.lines import ConnectionClosed, LineTooLong, read_line
 
 if TYPE_CHECKING:
     from gateway.server import Connection
@@ -57,17 +58,6 @@ log = logging.getLogger(__name__)
 #: Above this many unsent octets a write waits for the client.
 _WRITE_HIGH_WATER = 256 * 1024
 _STREAM_CHUNK = 256 * 1024
-
-
-class ConnectionClosed(Exception):
-    """The client went away, stopped reading, or a limit ended the session."""
-
-
-class LineTooLong(Exception):
-    def __init__(self, head: bytes, tail: bytes) -> None:
-        super().__init__("line too long")
-        self.head = head
-        self.tail = tail
 
 
 @dataclass
@@ -279,40 +269,12 @@ class Session:
         timeout = self.settings.idle_timeout if self.state is not NOT_AUTHENTICATED else self.settings.login_timeout
         try:
             async with asyncio.timeout(timeout):
-                return await self._read_line(self.settings.max_line)
+                return await read_line(self.conn.reader, self.settings.max_line)
         except TimeoutError:
             # RFC 3501 §5.4: the autologout timer; RFC 3501 §7.1.5 BYE.
             with contextlib.suppress(ConnectionClosed):
                 await self.write(b"* BYE Autologout; idle for too long\r\n")
             raise ConnectionClosed from None
-
-    async def _read_line(self, limit: int) -> bytes:
-        reader = self.conn.reader
-        buffer = bytearray()
-        head = b""
-        too_long = False
-        while True:
-            try:
-                chunk = await reader.readuntil(b"\n")
-            except asyncio.LimitOverrunError as overrun:
-                chunk = await reader.readexactly(overrun.consumed)
-            except asyncio.IncompleteReadError as partial:
-                raise ConnectionClosed from partial
-            except (ConnectionError, OSError) as error:
-                raise ConnectionClosed from error
-            buffer += chunk
-            if len(buffer) > limit + 2:
-                too_long = True
-                head = head or bytes(buffer[:200])
-                del buffer[: len(buffer) - 64]  # keep the tail: does it announce a literal?
-            if buffer.endswith(b"\n"):
-                break
-        line = bytes(buffer[:-1])
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if too_long:
-            raise LineTooLong(head, line[-64:])
-        return line
 
     async def next_command(self) -> tuple[syntax.Command | None, Response]:
         """Read one command with its literals -> (command, _) or (None, the refusal)."""
@@ -567,7 +529,11 @@ def _wrong_state(name: str, state: State) -> str:
     if state is NOT_AUTHENTICATED:
         return f"{name} needs a login first"
     if state is AUTHENTICATED:
-        return f"{name} needs a selected mailbox" if name not in ("LOGIN", "AUTHENTICATE", "STARTTLS") else "Already logged in"
+        return (
+            f"{name} needs a selected mailbox"
+            if name not in ("LOGIN", "AUTHENTICATE", "STARTTLS")
+            else "Already logged in"
+        )
     return f"{name} is not valid in the {state.value} state"
 
 

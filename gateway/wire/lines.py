@@ -10,20 +10,34 @@ import asyncio
 
 
 class LineTooLong(Exception):
-    """The peer sent more than the limit without a line end; the rest of the line was skipped."""
+    """The peer sent more than the limit before a line end; the whole line was read.
+
+    ``head`` keeps its first octets (for the log) and ``tail`` its last ones before the
+    line end: an IMAP line may end by announcing a literal, which must then be refused.
+    """
+
+    def __init__(self, head: bytes = b"", tail: bytes = b"") -> None:
+        super().__init__("line too long")
+        self.head = head
+        self.tail = tail
 
 
 class ConnectionClosed(Exception):
     """The peer closed the connection (or it broke) before a whole line arrived."""
 
 
+HEAD = 200
+TAIL = 64
+
+
 async def read_line(reader: asyncio.StreamReader, limit: int) -> bytes:
     """One line without its terminator. A bare LF also ends a line (clients send it).
 
-    A line longer than ``limit`` raises :class:`LineTooLong` after the rest of it has been
-    read and dropped, so the session can answer and go on with the next line.
+    A line longer than ``limit`` raises :class:`LineTooLong` once all of it has been read
+    (holding only its head and tail), so the session can answer and go on with the next.
     """
     buffer = bytearray()
+    head = b""
     while True:
         try:
             chunk = await reader.readuntil(b"\n")
@@ -34,25 +48,14 @@ async def read_line(reader: asyncio.StreamReader, limit: int) -> bytes:
         except (ConnectionError, OSError) as error:
             raise ConnectionClosed from error
         buffer += chunk
+        if len(buffer) > limit + 2:
+            head = head or bytes(buffer[:HEAD])
+            del buffer[: len(buffer) - TAIL - 2]
         if buffer.endswith(b"\n"):
             break
-        if len(buffer) > limit:
-            await _skip_line(reader)
-            raise LineTooLong
     line = bytes(buffer[:-1])
     if line.endswith(b"\r"):
         line = line[:-1]
-    if len(line) > limit:
-        raise LineTooLong
+    if head or len(line) > limit:
+        raise LineTooLong(head or line[:HEAD], line[-TAIL:])
     return line
-
-
-async def _skip_line(reader: asyncio.StreamReader) -> None:
-    while True:
-        try:
-            await reader.readuntil(b"\n")
-            return
-        except asyncio.LimitOverrunError as overrun:
-            await reader.readexactly(overrun.consumed)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError) as error:
-            raise ConnectionClosed from error
