@@ -35,11 +35,14 @@ answer at once (``--gateway-only``): what the listener itself carries.
 
 Usage: ``.venv/bin/python bench/relay_bench.py [--messages 2000] [--clients 8]
 [--per-session 25] [--size 4096] [--relay-workers 2] [--gateway-only 2000] [--stock-moto]
-[--one-tls-context] [--profile DIR]``. ``--one-tls-context`` measures a proposed fix without
-making it: the relay's SMTP client builds its TLS context once per container instead of once
-per connection (``ssl.create_default_context`` loads the system CA store, about 25 ms of CPU,
-for a context that verifies nothing: RFC 7435). ``--profile`` writes cProfile files of
-the relay workers.
+[--dkim] [--profile DIR]``. ``--dkim`` gives the users' domain a DKIM key, so the relay
+signs every message (RSA-2048 in dkimpy's pure Python). ``--profile`` writes cProfile files
+of the relay workers; for moto and the gateway process (threads), attach ``py-spy record
+-p PID`` while a run is on.
+
+Also reported (``cpu_budget``): the CPU per message the target allows on this machine, what
+moto costs per request (and for its cheapest request), and the password checks' share
+(argon2id, once per session).
 """
 
 from __future__ import annotations
@@ -182,7 +185,6 @@ def relay_process(
     queue_url: str,
     commands: Any,
     profile: str = "",
-    one_tls_context: bool = False,
 ) -> None:
     """One concurrent execution of the RelayFunction, fed by its :class:`EventSource`.
     Answers ``commands``: "reset", "report", None (stop)."""
@@ -195,11 +197,6 @@ def relay_process(
     from gateway.functions import InProcessTransport
 
     transport = InProcessTransport(specs)
-    if one_tls_context:  # what-if: one client TLS context per container (see --one-tls-context)
-        import mailcore.smtpclient
-
-        context = mailcore.smtpclient._tls_context()
-        mailcore.smtpclient._tls_context = lambda: context
     counter = RequestCounter()
     add_request_observer(counter)
     source = EventSource(queue_url, lambda e: transport.invoke("RelayFunction", e))
@@ -344,7 +341,6 @@ def start(args: argparse.Namespace, domains: list[str]) -> dict[str, Any]:
                 info.resources["OutboundQueue"],
                 child,
                 f"{args.profile}/relay-{n}.prof" if args.profile else "",
-                args.one_tls_context,
             ),
             daemon=True,
             name=f"relay-{n}",
@@ -378,6 +374,7 @@ def run_phase(
         target=clients_process, args=(address, users, jobs, args.per_session, args.size, results, go), name="clients"
     )
     clients.start()
+    assert clients.pid is not None
     time.sleep(1.5)  # the child imports and builds its jobs
     relay_cpu_before = [ask(end, "reset") for _, end in stack["relays"]]
     stack["transport"].take()
@@ -418,6 +415,15 @@ def run_phase(
     lambda_invokes = sum(invokes.values()) / per
     event_source = sum(source.values()) / per
     names = ("gateway_and_submit_functions", "moto", "mail_clients", "dns_and_mx")
+    cpu_ms = {
+        **{
+            name: (after - before) * 1000 / per
+            for name, before, after in zip(names, cpu_before, cpu_after, strict=True)
+        },
+        "relay_functions": relay_cpu * 1000 / per,
+    }
+    moto_requests = sum(aws.values()) + sum(source.values())
+    total_cpu_ms = sum(cpu_ms.values())
     return {
         "messages": count,
         "submitted": submitted,
@@ -451,14 +457,70 @@ def run_phase(
         "aws_requests_per_message_by_operation": by_operation,
         "event_source_requests_per_message": {k: round(v / per, 3) for k, v in sorted(source.items())},
         "function_invocations_per_message": {k: round(v / per, 3) for k, v in sorted(invokes.items())},
-        "cpu_ms_per_message": {
-            **{
-                name: round((after - before) * 1000 / per, 2)
-                for name, before, after in zip(names, cpu_before, cpu_after, strict=True)
-            },
-            "relay_functions": round(relay_cpu * 1000 / per, 2),
+        "cpu_ms_per_message": {name: round(ms, 2) for name, ms in cpu_ms.items()},
+        "cpu_ms_per_message_total": round(total_cpu_ms, 2),
+        "moto": {
+            "requests_per_message": round(moto_requests / per, 2),
+            "cpu_ms_per_request": round(cpu_ms["moto"] * per / max(moto_requests, 1), 2),
+            "share_of_cpu": round(cpu_ms["moto"] / max(total_cpu_ms, 1e-9), 3),
         },
+        "password_checks_per_message": round(invokes["AuthFunction.authenticate"] / per, 3),
         "load_average_1min_before_after": [round(load_before, 2), round(load_after, 2)],
+    }
+
+
+def moto_floor(stack: dict[str, Any], count: int = 300) -> float:
+    """moto's CPU ms for its cheapest request (GetItem of a missing item, one client, one
+    at a time): what any request costs it, before its own work (HTTP server, a new
+    connection and thread per request, Flask, the dispatch)."""
+    store = stack["store"]
+    dynamodb, table = store.mailboxes.dynamodb, store.mailboxes.table
+    before = cpu_seconds(stack["moto"].pid)
+    for n in range(count):
+        dynamodb.get_item(TableName=table, Key={"pk": {"S": f"bench-floor-{n}"}, "sk": {"S": "x"}})
+    return (cpu_seconds(stack["moto"].pid) - before) * 1000 / count
+
+
+def password_check_cpu_ms(count: int = 3) -> float:
+    """CPU ms of one AUTH's password check (argon2id, mailcore.passwords), in this process."""
+    from mailcore.passwords import hash_password, verify_password
+
+    stored = hash_password(PASSWORD)
+    before = time.process_time()
+    for _ in range(count):
+        verify_password(stored, PASSWORD)
+    return (time.process_time() - before) * 1000 / count
+
+
+def budget(run: dict[str, Any], moto_floor_ms: float, password_ms: float) -> dict[str, Any]:
+    """Where the target's CPU budget goes: ``cores`` seconds of CPU per second, so at
+    TARGET_MESSAGES_PER_SECOND each message may use cores * 1000 / target ms of CPU in all."""
+    cores = os.cpu_count() or 1
+    allowed = cores * 1000 / TARGET_MESSAGES_PER_SECOND
+    cpu = run["cpu_ms_per_message"]
+    total = run["cpu_ms_per_message_total"]
+    moto = run["moto"]
+    passwords = run["password_checks_per_message"] * password_ms
+    return {
+        "cores": cores,
+        "cpu_ms_per_message_allowed_at_target": round(allowed, 2),
+        "cpu_ms_per_message_measured": total,
+        "messages_per_second_the_cpu_allows": round(cores * 1000 / max(total, 1e-9), 1),
+        "moto_cpu_ms_per_message": cpu["moto"],
+        "moto_cpu_ms_per_request": moto["cpu_ms_per_request"],
+        "moto_cpu_ms_for_its_cheapest_request": round(moto_floor_ms, 2),
+        "moto_requests_per_message": moto["requests_per_message"],
+        "password_check_cpu_ms_each": round(password_ms, 1),
+        "password_checks_cpu_ms_per_message": round(passwords, 2),
+        "cpu_ms_per_message_without_moto": round(total - cpu["moto"], 2),
+        "explanation": (
+            f"{cores} cores at {TARGET_MESSAGES_PER_SECOND} msg/s leave {allowed:.1f} ms of CPU per message; "
+            f"measured {total:.1f} ms. moto: {moto['requests_per_message']:.2f} requests/message x "
+            f"{moto['cpu_ms_per_request']:.2f} ms/request = {cpu['moto']:.1f} ms (its cheapest request costs it "
+            f"{moto_floor_ms:.2f} ms); the rest, {total - cpu['moto']:.1f} ms, includes "
+            f"{passwords:.1f} ms of password checks (AUTH once per session of {run['sessions'] and round(run['submitted'] / run['sessions'])} "
+            f"messages, {password_ms:.0f} ms each)."
+        ),
     }
 
 
@@ -473,7 +535,9 @@ class InstantFunctions:
         return {"ok": True, "message_id": "<x@bench>", "queued": [], "delivered": []}
 
 
-def gateway_only(stack: dict[str, Any], users: list[str], recipients: list[str], args: argparse.Namespace) -> dict:
+def gateway_only(
+    stack: dict[str, Any], users: list[str], recipients: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
     """The same mail clients against a second submission listener whose functions answer
     at once: TLS, AUTH, SMTP and the gateway's own work, without the functions or moto."""
     from gateway.config import GatewayConfig
@@ -539,10 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-only", type=int, default=2000, help="messages for the stub-function phase (0: skip)")
     parser.add_argument("--profile", default="", help="a directory for cProfile files of the relay workers")
     parser.add_argument(
-        "--one-tls-context",
-        action="store_true",
-        help="what-if: the relay's SMTP client builds its TLS context once per container, not per connection "
-        "(mailcore.smtpclient._tls_context loads the system CA store each time: ~25 ms of CPU)",
+        "--dkim", action="store_true", help="the relay signs every message (a key for the users' domain)"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -561,6 +622,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = stack["store"]
         local = store.accounts.add_domain(f"bench{secrets.token_hex(3)}.test")
+        if args.dkim:
+            from mailcore import dkim
+            from mailcore.aws import Clients
+
+            keys = dkim.DkimKeys(Clients().get("ssm"), store.settings.dkim_parameter_path)
+            keys.put(dkim.generate_key(str(local)))
         users = [
             str(store.add_user(f"client{n}-{secrets.token_hex(2)}@{local}", PASSWORD)) for n in range(args.clients)
         ]
@@ -569,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         run_phase(stack, users, recipients, max(4 * args.clients, args.recipients), args)
         result = run_phase(stack, users, recipients, args.messages, args)
         report["run"] = result
+        report["cpu_budget"] = budget(result, moto_floor(stack), password_check_cpu_ms())
         if args.gateway_only:
             report["submission_listener_with_instant_functions"] = gateway_only(stack, users, recipients, args)
         report["verdict"] = {

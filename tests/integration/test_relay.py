@@ -391,9 +391,10 @@ def test_a_domain_without_a_key_sends_unsigned(user, function_transport, pump, z
 # -- what it costs: DESIGN.md contract 4 ----------------------------------------------------------
 
 
-def test_submitting_and_relaying_a_message_costs_six_requests(store, domain, user, function_transport, pump, zone, relay_env):
+def test_submitting_and_relaying_a_message_costs_five_requests(store, domain, user, function_transport, pump, zone, relay_env):
     target = remote(zone, (10, SINKS[1]))
-    # GIVEN the relay knows (from an earlier message) whether the sender's domain has a DKIM key
+    # GIVEN the relay knows (from an earlier message) whether the sender's domain has a DKIM
+    # key, and the submit function that the target domain is not ours
     send(function_transport, user, [f"warm@{target}"])
     pump.run()
     # AND a staged 4 KB message to one remote recipient
@@ -408,9 +409,9 @@ def test_submitting_and_relaying_a_message_costs_six_requests(store, domain, use
         )
     with count_requests() as relaying:
         assert pump.run() == 1
-    # THEN six AWS requests in all
+    # THEN five AWS requests in all
     assert result["ok"]
-    assert submitting.snapshot() == {"s3.GetObject": 1, "dynamodb.BatchGetItem": 1, "sqs.SendMessage": 1}
+    assert submitting.snapshot() == {"s3.GetObject": 1, "sqs.SendMessage": 1}
     assert relaying.snapshot() == {"dynamodb.BatchGetItem": 1, "dynamodb.PutItem": 1, "eventbridge.PutEvents": 1}
     assert len(relay_env.sinks[SINKS[1]].to(f"a@{target}")) == 1
 
@@ -432,6 +433,26 @@ def test_a_batch_of_ten_shares_the_marker_read_and_the_events(user, function_tra
         "ssm.GetParameter": 1,
     }
     assert len(relay_env.sinks[SINKS[1]].messages) == 10
+
+
+def test_a_batch_goes_to_one_server_over_one_connection_rfc5321_3_3(user, function_transport, pump, zone, scripted):
+    # GIVEN six messages to three domains whose MX hosts are one server
+    domains = [remote(zone, (10, SCRIPTED)) for _ in range(3)]
+    for i in range(6):
+        send(function_transport, user, [f"r{i}@{domains[i % 3]}"])
+    messages = pump.receive()
+    assert len(messages) == 6
+    # WHEN the relay gets them as one batch
+    with count_requests() as counter:
+        assert pump.deliver(messages) == {"batchItemFailures": []}
+    # THEN the server got all six in one session: after the botched STARTTLS (RFC 7435 §3,
+    # a plain-text connection), one EHLO, six transactions, one QUIT
+    assert len(scripted.messages) == 6
+    botched, commands = scripted.commands
+    assert botched == ["EHLO", "STARTTLS"]
+    assert commands.count("EHLO") == 1 and commands.count("MAIL") == 6 and commands[-1] == "QUIT"
+    # AND each record still has its own marker, written once it is sent (DESIGN.md contract 3)
+    assert counter.snapshot()["dynamodb.PutItem"] == 6
 
 
 def test_a_large_message_is_read_from_s3_and_its_blob_released(store, user, pump, zone, relay_env):

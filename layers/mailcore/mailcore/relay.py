@@ -8,7 +8,8 @@ For each record (:class:`mailcore.contracts.RelayRecord`) the relay
    a longer wait is a chain of delayed re-enqueues, :data:`mailcore.outbound.MAX_DELAY`);
 3. looks up the MX hosts (:mod:`mailcore.mx`, RFC 5321 §5.1), signs the message with
    the sender domain's DKIM key (:mod:`mailcore.dkim`) and delivers it
-   (:mod:`mailcore.smtpclient`), with a result per recipient;
+   (:mod:`mailcore.smtpclient`), with a result per recipient; the records of one batch
+   for the same server share a connection (RFC 5321 §3.3);
 4. bounces the recipients that failed for good, or whose retries ran past the lifetime
    (RFC 5321 §4.5.4.1: give up after 4-5 days), with an RFC 3464 report to the sender
    (:mod:`mailcore.dsn`) — never for a message with the null reverse-path;
@@ -47,7 +48,7 @@ from mailcore.errors import NotFound
 from mailcore.mx import MxResolver, make_resolver
 from mailcore.outbound import OutboundQueue, decode_inline, encode_inline, record_id
 from mailcore.settings import Settings
-from mailcore.smtpclient import Attempt, ClientConfig, Envelope, RecipientResult
+from mailcore.smtpclient import Attempt, ClientConfig, Envelope, RecipientResult, Sessions
 from mailcore.smtpclient import deliver as smtp_deliver
 from mailcore.store import Store
 
@@ -92,6 +93,9 @@ class Relay:
     #: Markers read or written by this invocation: a record that SQS hands out twice in
     #: one batch (or a retried submission's twin) is seen as done the second time.
     known: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    #: Connections to MXs kept between the records of one batch (RFC 5321 §3.3), closed
+    #: by :class:`RelayService` at its end; None: a connection per delivery.
+    sessions: Sessions | None = None
 
     @classmethod
     def build(cls, clients: Clients, settings: Settings) -> Relay:
@@ -175,7 +179,7 @@ class Relay:
             port=self.settings.relay_smtp_port,
             deadline=deadline,
         )
-        return smtp_deliver(envelope, mx, self.mx, config)
+        return smtp_deliver(envelope, mx, self.mx, config, self.sessions)
 
     def sign(self, record: RelayRecord, raw: bytes) -> bytes:
         """DKIM with the key of the envelope sender's domain, which submission checked the
@@ -371,20 +375,22 @@ class RelayBatch:
     relay: Relay
     deadline: float
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    #: Records parsed by :meth:`prefetch`, by body: each is parsed (and checked) once.
+    parsed: dict[str, RelayRecord] = field(default_factory=dict)
 
     def prefetch(self, event: dict[str, Any]) -> None:
-        records = []
         for raw in event.get("Records") or []:
+            body = raw.get("body", "")
             try:
-                records.append(parse_record(raw.get("body", "")))
+                self.parsed[body] = parse_record(body)
             except ContractError:
                 continue  # handle() fails it
-        self.relay.markers(records)
+        self.relay.markers(list(self.parsed.values()))
 
     def handle(self, record: Any) -> None:
         """The BatchProcessor's record handler: raise, and the record returns to the queue."""
         body = record.body if hasattr(record, "body") else record["body"]
-        parsed = parse_record(body)
+        parsed = self.parsed.get(body) or parse_record(body)
         key = marker_key(parsed)
         self.relay.process(parsed, self.relay.known.get((key["pk"], key["sk"])), self.deadline, self.events)
 
@@ -423,9 +429,11 @@ class RelayService:
     def batch(self, event: dict[str, Any], context: Any) -> Iterator[RelayBatch]:
         remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 300
         relay = Relay.build(self.clients, Settings.from_env())
+        relay.sessions = Sessions()
         batch = RelayBatch(relay, deadline=time.monotonic() + remaining - SAFETY_SECONDS)
         batch.prefetch(event)
         try:
             yield batch
         finally:
+            relay.sessions.close()
             batch.publish()

@@ -12,7 +12,10 @@ failure; once a server has answered MAIL, its answers are the domain's.
 - PIPELINING (RFC 2920 §3.1): MAIL and all RCPTs in one write when offered;
 - SIZE (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), DSN (RFC 3461) parameters
   when the server offers them;
-- timeouts per command as RFC 5321 §4.5.3.2 gives them, never past the caller's deadline.
+- timeouts per command as RFC 5321 §4.5.3.2 gives them, never past the caller's deadline;
+- one session for many transactions (RFC 5321 §3.3), when the caller keeps a
+  :class:`Sessions`: the relay's records of one batch for the same server address go over
+  one connection, one TLS handshake and one EHLO.
 
 stdlib ``smtplib`` does the I/O; this module decides what to send and what replies mean.
 """
@@ -183,7 +186,7 @@ def _needs_smtputf8(envelope: Envelope) -> bool:
 
 def _utf8_header(envelope: Envelope) -> bool:
     header_end = envelope.data.find(b"\r\n\r\n")
-    return any(b > 127 for b in (envelope.data if header_end < 0 else envelope.data[:header_end]))
+    return not (envelope.data if header_end < 0 else envelope.data[:header_end]).isascii()
 
 
 def _dot_stuffed(data: bytes) -> bytes:
@@ -204,6 +207,14 @@ class _Session:
         self.server = f"{host}[{address}]"
         self.smtp: _Client | None = None
         self.tls = False
+        #: Transactions completed on this connection; after one, the next MAIL may follow
+        #: (RFC 5321 §3.3) if the last ended with the final reply to the data (``ready``).
+        self.transactions = 0
+        self.ready = False
+
+    def rename(self, host: str, config: ClientConfig) -> None:
+        """This connection, reused for another MX host name on the same address."""
+        self.host, self.config, self.server = host, config, f"{host}[{self.address}]"
 
     def _timeout(self, phase: float) -> float:
         if self.config.deadline is None:
@@ -281,7 +292,7 @@ class _Session:
                 # RFC 1870 §6.1: the client must not send it; RFC 3463 X.3.4 message too big.
                 return RecipientResult("", "5.3.4", f"message of {size} octets exceeds {self.host}'s limit of {limit}", "", self.host)
             params.append(f"SIZE={size}")
-        if "8bitmime" in features and any(b > 127 for b in envelope.data):
+        if "8bitmime" in features and not envelope.data.isascii():
             params.append("BODY=8BITMIME")  # RFC 6152 §3
         # Deviation from RFC 6152 §3: 8-bit data to a server without 8BITMIME is sent as
         # it is rather than downgraded (which would break the DKIM signature).
@@ -321,6 +332,7 @@ class _Session:
         parameters = self._mail_parameters(envelope)
         if isinstance(parameters, RecipientResult):
             return [RecipientResult(r, parameters.status, parameters.diagnostic, "", self.host) for r in envelope.recipients]
+        self.ready = False
         mail = f"MAIL FROM:<{envelope.sender}>" + "".join(f" {p}" for p in parameters)
         rcpts = [self._rcpt_line(envelope, i) for i in range(len(envelope.recipients))]
         try:
@@ -336,6 +348,9 @@ class _Session:
         except (OSError, smtplib.SMTPException) as error:
             # Nothing was accepted yet: as good as a failed connection.
             raise _NextHost("4.4.2", f"{self.server} lost before DATA: {error or type(error).__name__}") from None
+        if mail_reply.code == 421 and self.transactions:
+            # RFC 5321 §3.8: a reused connection the server is closing; nothing was accepted.
+            raise _NextHost(mail_reply.status, f"{self.server} closing: {mail_reply}")
         if mail_reply.code != 250:
             return [self._result(r, mail_reply) for r in envelope.recipients]
         results = {r: self._result(r, reply) for r, reply in zip(envelope.recipients, rcpt_replies)}
@@ -364,6 +379,8 @@ class _Session:
             # later (a duplicate is better than a loss, RFC 5321 §6.1).
             text = f"{self.server} lost during DATA: {error or type(error).__name__}"
             return {r: RecipientResult(r, "4.4.2", text, "", self.host) for r in accepted}
+        self.transactions += 1
+        self.ready = reply.code != 421  # RFC 5321 §3.8: 421, the server closes
         return {r: self._result(r, reply) for r in accepted}
 
     def _result(self, recipient: str, reply: Reply) -> RecipientResult:
@@ -387,7 +404,48 @@ class _Session:
             smtp.close()
 
 
-def _attempt_address(host: str, address: str, envelope: Envelope, config: ClientConfig) -> Attempt:
+class Sessions:
+    """Connections kept open between deliveries, one per server address and port, until
+    :meth:`close` (the end of the relay's batch).
+
+    RFC 5321 §3.3: a session may carry many mail transactions. Keyed by address, as
+    Postfix's connection cache is: MX host names of several domains often lead to the
+    same server. A kept connection the server has closed meanwhile costs a new one, not
+    a failure (:func:`_attempt_address`).
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int], _Session] = {}
+
+    def take(self, address: str, port: int) -> _Session | None:
+        return self._idle.pop((address, port), None)
+
+    def keep(self, session: _Session) -> None:
+        old = self._idle.pop((session.address, session.config.port), None)
+        if old is not None:
+            old.close()
+        self._idle[(session.address, session.config.port)] = session
+
+    def close(self) -> None:
+        """QUIT every kept connection."""
+        idle, self._idle = list(self._idle.values()), {}
+        for session in idle:
+            session.close()
+
+
+def _attempt_address(
+    host: str, address: str, envelope: Envelope, config: ClientConfig, sessions: Sessions | None = None
+) -> Attempt:
+    kept = sessions.take(address, config.port) if sessions is not None else None
+    if kept is not None:
+        kept.rename(host, config)
+        try:
+            return _finish(kept, kept.transaction(envelope), sessions)
+        except _NextHost:
+            kept.close()  # closed by the server meanwhile, before MAIL was accepted: a new connection
+        except BaseException:
+            kept.close()
+            raise
     session = _Session(host, address, config)
     try:
         try:
@@ -396,13 +454,27 @@ def _attempt_address(host: str, address: str, envelope: Envelope, config: Client
             # RFC 7435 §3: opportunistic; a failed handshake falls back to plain text.
             session = _Session(host, address, config)
             session.open(use_tls=False)
-        return Attempt(session.transaction(envelope), session.server, session.tls)
-    finally:
+        return _finish(session, session.transaction(envelope), sessions)
+    except BaseException:
         session.close()
+        raise
 
 
-def deliver(envelope: Envelope, mx: MxResult, resolver: MxResolver, config: ClientConfig) -> Attempt:
-    """Try the MX hosts of ``mx`` (which has hosts) in order until one answers the transaction."""
+def _finish(session: _Session, results: list[RecipientResult], sessions: Sessions | None) -> Attempt:
+    """The attempt's outcome; the connection kept for the next transaction if it can take one."""
+    attempt = Attempt(results, session.server, session.tls)
+    if sessions is not None and session.ready:
+        sessions.keep(session)
+    else:
+        session.close()
+    return attempt
+
+
+def deliver(
+    envelope: Envelope, mx: MxResult, resolver: MxResolver, config: ClientConfig, sessions: Sessions | None = None
+) -> Attempt:
+    """Try the MX hosts of ``mx`` (which has hosts) in order until one answers the transaction;
+    over a connection of ``sessions`` where one to the address is open."""
     failures: list[_NextHost] = []
     for host in mx.hosts:
         addresses = host.addresses
@@ -414,7 +486,7 @@ def deliver(envelope: Envelope, mx: MxResult, resolver: MxResolver, config: Clie
             addresses = found.addresses
         for address in addresses:
             try:
-                return _attempt_address(host.host, address, envelope, config)
+                return _attempt_address(host.host, address, envelope, config, sessions)
             except _NextHost as failure:
                 failures.append(failure)
             except _OutOfTime:

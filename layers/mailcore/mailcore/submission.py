@@ -4,7 +4,8 @@ The gateway's submission listeners (587 with STARTTLS, 465 with implicit TLS) st
 bytes and call :func:`submit` once per transaction. It
 
 1. checks that the user may use the envelope sender (RFC 6409 §6.1) and learns which
-   recipient domains are ours, in one BatchGetItem;
+   recipient domains are ours, in one BatchGetItem (none for the user's own address and
+   domains it knows already: :class:`DomainCache`);
 2. completes the message: ``Date`` and ``Message-ID`` when missing (RFC 6409 §8.2,
    §8.3), any ``Return-Path`` removed (RFC 5321 §4.4: only final delivery adds one);
 3. delivers to local recipients through the inbound path (:func:`mailcore.delivery.deliver`);
@@ -13,13 +14,14 @@ bytes and call :func:`submit` once per transaction. It
 5. files a copy in the sender's Sent mailbox if ``SAVE_SENT`` says so.
 
 Cost of a small message to one remote recipient: 1 GetObject (the staged bytes; none
-when they come inline), 1 BatchGetItem, 1 SendMessage.
+when they come inline), 1 BatchGetItem (none while its domain is cached), 1 SendMessage.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailcore import dynamo
-from mailcore.accounts import DOMAINS, _alias_key
+from mailcore.accounts import DOMAINS, MAX_CACHED, Accounts, _alias_key
 from mailcore.addresses import Address, parse_address
 from mailcore.aws import Clients
 from mailcore.blobstore import STAGING_PREFIX
@@ -143,6 +145,45 @@ def _owns(principal: Address, sender: Address | None, items: dict[tuple[str, str
     return False
 
 
+# -- which domains are ours -----------------------------------------------------------
+
+
+class DomainCache:
+    """Whether a recipient domain is ours, per process (a function container), kept as
+    :mod:`mailcore.accounts` keeps resolutions: ``RESOLVE_CACHE_SECONDS`` for ours,
+    ``RESOLVE_NEGATIVE_CACHE_SECONDS`` for the rest, forgotten at once on any account
+    write of the process (the resolution cache's generation). A steady flow of mail to a
+    remote domain costs no lookup per message."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], tuple[float, int, bool]] = {}
+        self._lock = threading.Lock()
+
+    def known(self, accounts: Accounts, domains: list[str]) -> dict[str, bool]:
+        assert accounts.cache is not None
+        now, generation = accounts.cache.clock(), accounts.cache.generation
+        with self._lock:
+            entries = {d: self._entries.get((accounts.table, d)) for d in domains}
+        return {d: e[2] for d, e in entries.items() if e is not None and e[0] > now and e[1] == generation}
+
+    def learn(self, accounts: Accounts, found: dict[str, bool], generation: int) -> None:
+        """``found`` as read in ``generation``: not kept if an account changed meanwhile."""
+        cache = accounts.cache
+        assert cache is not None
+        with self._lock:
+            if generation != cache.generation:
+                return
+            for domain, ours in found.items():
+                ttl = cache.positive_ttl if ours else cache.negative_ttl
+                if ttl <= 0:
+                    continue
+                while len(self._entries) >= MAX_CACHED:
+                    del self._entries[next(iter(self._entries))]  # the oldest
+                self._entries[(accounts.table, domain)] = (cache.clock() + ttl, generation, ours)
+
+
+_domains = DomainCache()
+
 # -- the operation ---------------------------------------------------------------------
 
 #: Built on first use: moto (or AWS) must be in place before a client exists.
@@ -169,13 +210,19 @@ def submit(store: Store, request: Submit, queue: OutboundQueue | None = None) ->
     notify, orcpt = [notify[i] for i in first.values()], [orcpt[i] for i in first.values()]
 
     domains = sorted({r.domain for r in recipients})
-    keys = [{"pk": DOMAINS, "sk": d} for d in domains] + _sender_keys(principal, sender)
-    found = dynamo.batch_get(store.accounts.dynamodb, store.accounts.table, keys)
+    assert store.accounts.cache is not None
+    generation = store.accounts.cache.generation
+    ours = _domains.known(store.accounts, domains)
+    unknown = [d for d in domains if d not in ours]
+    keys = [{"pk": DOMAINS, "sk": d} for d in unknown] + _sender_keys(principal, sender)
+    found = dynamo.batch_get(store.accounts.dynamodb, store.accounts.table, keys)  # none for no keys
     items = {(i["pk"], i["sk"]): i for i in found}
     if not _owns(principal, sender, items):
         # The listener answers 553 5.7.1 (RFC 6409 §6.1, RFC 3463 X.7.1).
         raise PermissionDenied(f"{principal} may not send as {sender}")
-    local_domains = {d for d in domains if (DOMAINS, d) in items}
+    learnt = {d: (DOMAINS, d) in items for d in unknown}
+    _domains.learn(store.accounts, learnt, generation)
+    local_domains = {d for d, local in {**ours, **learnt}.items() if local}
 
     if request.message:
         raw = decode_inline(request.message)
