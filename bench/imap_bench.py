@@ -152,12 +152,18 @@ def start(quick: bool) -> dict[str, Any]:
     from mailcore.store import Store
 
     from gateway.config import LISTENERS, GatewayConfig
+    from gateway.connlimits import ConnectionLimits
     from gateway.functions import FunctionClient, InProcessTransport
     from gateway.imap.settings import ImapSettings
     from gateway.server import Gateway
 
     transport = MemoTransport(InProcessTransport(info.functions))
-    config = GatewayConfig(ports={n: 0 for n in LISTENERS}, hostname="bench.local", mail_bucket=info.resources["MailBucket"])
+    # Every bench connection comes from 127.0.0.1, 50 idle sessions per user: no caps here.
+    limits = ConnectionLimits(total=100_000, per_client=100_000, per_user=100_000)
+    config = GatewayConfig(
+        ports={n: 0 for n in LISTENERS}, hostname="bench.local", mail_bucket=info.resources["MailBucket"],
+        connection_limits=limits,
+    )
     gw = Gateway(config, FunctionClient(transport), tls_dir=Path(tempfile.mkdtemp()))
     gw.services["imap"] = ImapSettings(poll_interval=30.0, login_timeout=600.0)
     loop = asyncio.new_event_loop()

@@ -335,6 +335,7 @@ def start_stack(moto_mode: str, tuned: bool) -> Stack:
 
     from devstack.stack import LocalStack
     from gateway.config import GatewayConfig
+    from gateway.connlimits import ConnectionLimits
     from gateway.functions import FunctionClient, InProcessTransport
     from gateway.server import Gateway
 
@@ -359,7 +360,11 @@ def start_stack(moto_mode: str, tuned: bool) -> Stack:
     store = Store.build(Settings.from_env(info.environment))
     in_process = InProcessTransport(info.functions)
     transport = CountingTransport(in_process)
-    config = GatewayConfig(ports={"smtp": 0}, hostname="bench.local", mail_bucket=info.resources["MailBucket"])
+    # Every bench connection comes from 127.0.0.1: no per-client cap on the idle thousands.
+    limits = ConnectionLimits(total=100_000, per_client=100_000)
+    config = GatewayConfig(
+        ports={"smtp": 0}, hostname="bench.local", mail_bucket=info.resources["MailBucket"], connection_limits=limits
+    )
     gateway = Gateway(config, FunctionClient(transport), tls_dir=ROOT / ".local" / "bench-tls")
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, name="gateway", daemon=True).start()

@@ -3,7 +3,7 @@
 Starts the emulated AWS with the resources of template.yaml, seeds the demo account,
 then the gateway with the functions in-process and the SQS event sources of the
 template (RelayFunction on OutboundQueue), and runs until Ctrl-C or SIGTERM; then
-stops the gateway first and moto last.
+drains the gateway first (``GATEWAY_DRAIN_SECONDS``, as in the cloud) and stops moto last.
 
 Environment: ``MOTO_PORT`` (4566), the gateway's ``GATEWAY_BIND`` and ``*_PORT``
 variables (see gateway/config.py), ``DEMO_DOMAIN`` / ``DEMO_USER`` / ``DEMO_PASSWORD``,
@@ -34,9 +34,11 @@ from devstack.template import Resolver, container_environment, load_template
 
 log = logging.getLogger("devstack")
 
-#: The gateway's container in template.yaml; its environment (minus listener settings,
-#: which are the cloud's well-known ports) is the local gateway's too.
+#: The gateway's container in template.yaml; its environment is the local gateway's too,
+#: minus what belongs to the cloud's network: the well-known ports (``*_PORT``), the bind
+#: address, and the PROXY protocol the NLB speaks (local clients connect directly).
 GATEWAY_CONTAINER = "gateway"
+CLOUD_NETWORK_SETTINGS = frozenset({"GATEWAY_BIND", "PROXY_PROTOCOL_LISTENERS"})
 
 
 def local_parameters(env: Mapping[str, str]) -> dict[str, str]:
@@ -54,7 +56,7 @@ def gateway_environment(template: Path, parameters: Mapping[str, str], info: Sta
     return {
         key: value
         for key, value in container_environment(loaded, GATEWAY_CONTAINER, resolver).items()
-        if key != "GATEWAY_BIND" and not key.endswith("_PORT")
+        if key not in CLOUD_NETWORK_SETTINGS and not key.endswith("_PORT")
     }
 
 
@@ -158,7 +160,9 @@ async def run(template: Path, with_gateway: bool) -> int:
         for poller in pollers:
             poller.join(timeout=5)
         if gateway is not None:
-            await gateway.stop()
+            from gateway.server import drain_seconds
+
+            await gateway.drain(drain_seconds())  # as the container does on SIGTERM
         stack.stop()
     return 0
 

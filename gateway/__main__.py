@@ -20,7 +20,7 @@ import boto3
 
 from gateway.config import GatewayConfig
 from gateway.functions import FunctionClient, LambdaTransport
-from gateway.server import Gateway
+from gateway.server import Gateway, drain_seconds
 
 
 def _certificate_from_secret(config: GatewayConfig, secret_arn: str) -> GatewayConfig:
@@ -37,17 +37,33 @@ async def main() -> None:
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # botocore's DEBUG log holds request bodies, and a Lambda invoke's holds the password
+    # (Authenticate): its AWS libraries never log below INFO, whatever LOG_LEVEL says.
+    for name in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(name).setLevel(max(logging.getLogger().level, logging.INFO))
     config = GatewayConfig.from_env()
     if os.environ.get("TLS_SECRET_ARN") and not config.tls_cert_file:
         config = _certificate_from_secret(config, os.environ["TLS_SECRET_ARN"])
     gateway = Gateway(config, FunctionClient(LambdaTransport(boto3.client("lambda"), config.function_names)))
     await gateway.start()
+    await serve_until_signalled(gateway, drain_seconds())
+
+
+async def serve_until_signalled(gateway: Gateway, drain: float) -> None:
+    """Serve until SIGTERM (ECS stopping the task) or SIGINT, then drain for up to
+    ``drain`` seconds (``GATEWAY_DRAIN_SECONDS``). A second signal during the drain
+    gets the default action: the process ends at once."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
         loop.add_signal_handler(sig, stopping.set)
-    await stopping.wait()
-    await gateway.stop()
+    try:
+        await stopping.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    await gateway.drain(drain)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,14 @@ import logging
 import ssl
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mailcore.contracts import Changes, Request
 
 from gateway.blobs import BlobReader, BlobUnavailable
+from gateway.commandlog import CommandRecord, log_command
 from gateway.functions import TemporaryFailure
 from gateway.imap import grammar, syntax
 from gateway.imap.commands import COMMANDS
@@ -48,7 +50,7 @@ from gateway.imap.states import AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, Stat
 from gateway.imap.view import MailboxGone, MailboxView
 from gateway.imap.watcher import Subscription, Watcher
 from gateway.staging import StagingUpload, new_staging_key
-from gateway.wire.lines import ConnectionClosed, LineTooLong, read_line
+from gateway.wire.lines import ConnectionClosed, LineTooLong, Pace, TooSlow, read_line
 
 if TYPE_CHECKING:
     from gateway.server import Connection
@@ -58,6 +60,10 @@ log = logging.getLogger(__name__)
 #: Above this many unsent octets a write waits for the client.
 _WRITE_HIGH_WATER = 256 * 1024
 _STREAM_CHUNK = 256 * 1024
+#: RFC 3501 §7.1.5 BYE texts of the timers.
+_AUTOLOGOUT = "Autologout; idle for too long"
+_NO_LOGIN = "Autologout; no login in time"
+_TOO_SLOW = "Too slow; the connection is closed"
 
 
 @dataclass
@@ -109,6 +115,7 @@ class Session:
         self.bad_commands = 0
         self.commands_before_login = 0
         self.closing = False
+        self.login_by = asyncio.get_running_loop().time() + self.settings.login_deadline
 
     @property
     def host(self) -> str:
@@ -212,7 +219,8 @@ class Session:
                 response = await self.execute(command)
                 response = await self._follow(response)
                 if response.idle:
-                    response = await self._idle()
+                    with self.conn.idle():  # a graceful drain ends an IDLE at once
+                        response = await self._idle()
             response = self._account(response, command)
             await self._send(command, response)
             self._log(command, response, started)
@@ -265,21 +273,49 @@ class Session:
     # -- reading commands ----------------------------------------------------------------
 
     async def read_line(self) -> bytes:
-        """One line without CRLF (a bare LF ends one too), within ``max_line``."""
-        timeout = self.settings.idle_timeout if self.state is not NOT_AUTHENTICATED else self.settings.login_timeout
+        """One line without CRLF (a bare LF ends one too), within ``max_line``, at the
+        minimum data rate once begun."""
+        timeout, expired = self._line_wait()
         try:
             async with asyncio.timeout(timeout):
-                return await read_line(self.conn.reader, self.settings.max_line)
+                return await read_line(self.conn.reader, self.settings.max_line, self.settings.min_rate)
+        except TooSlow:
+            await self._hang_up(_TOO_SLOW)
         except TimeoutError:
-            # RFC 3501 §5.4: the autologout timer; RFC 3501 §7.1.5 BYE.
-            with contextlib.suppress(ConnectionClosed):
-                await self.write(b"* BYE Autologout; idle for too long\r\n")
-            raise ConnectionClosed from None
+            await self._hang_up(expired)
+
+    def _line_wait(self) -> tuple[float, str]:
+        """How long the next line may be waited for, and the BYE when it does not come:
+        the autologout timer (RFC 3501 §5.4), shorter before login, and before login no
+        longer than what is left of ``login_deadline``."""
+        if self.state is not NOT_AUTHENTICATED:
+            return self.settings.idle_timeout, _AUTOLOGOUT
+        left = self.login_by - asyncio.get_running_loop().time()
+        if left < self.settings.login_timeout:
+            return max(0.0, left), _NO_LOGIN
+        return self.settings.login_timeout, _AUTOLOGOUT
+
+    async def _hang_up(self, text: str) -> NoReturn:
+        """RFC 3501 §7.1.5: BYE to a client that ran out of time, and close."""
+        log.info("imap session=%s %s", self.conn.session_id, text)
+        with contextlib.suppress(ConnectionClosed):
+            await self.write(f"* BYE {text}\r\n".encode())
+        raise ConnectionClosed
+
+    @contextlib.asynccontextmanager
+    async def _paced(self) -> AsyncIterator[Pace]:
+        """A literal, which must come at the minimum data rate."""
+        try:
+            async with Pace(self.conn.reader, self.settings.min_rate) as pace:
+                yield pace
+        except TooSlow:
+            await self._hang_up(_TOO_SLOW)
 
     async def next_command(self) -> tuple[syntax.Command | None, Response]:
         """Read one command with its literals -> (command, _) or (None, the refusal)."""
         try:
-            line = await self.read_line()
+            with self.conn.idle():  # a graceful drain may end the session here
+                line = await self.read_line()
         except LineTooLong as error:
             return None, self._refuse_line(error)
         try:
@@ -353,6 +389,11 @@ class Session:
         return None
 
     async def _read_exactly(self, size: int) -> bytes:
+        """A literal (RFC 3501 §4.3)."""
+        async with self._paced():
+            return await self._take(size)
+
+    async def _take(self, size: int) -> bytes:
         try:
             async with asyncio.timeout(self.settings.idle_timeout):
                 return await self.conn.reader.readexactly(size)
@@ -364,11 +405,14 @@ class Session:
         s3 = self.conn.services["aws"].s3
         key = new_staging_key(f"imap-{self.conn.session_id}")
         async with StagingUpload(s3, self.conn.config.mail_bucket, key) as upload:
-            left = size
-            while left:
-                chunk = await self._read_exactly(min(left, _STREAM_CHUNK))
-                left -= len(chunk)
-                await upload.write(chunk)
+            async with self._paced() as pace:
+                left = size
+                while left:
+                    chunk = await self._take(min(left, _STREAM_CHUNK))
+                    pace.took(len(chunk))
+                    left -= len(chunk)
+                    with pace.paused():  # an S3 part upload: our time, not the client's
+                        await upload.write(chunk)
             staged = await upload.finish()
         return grammar.Staged(staged.key, staged.size)
 
@@ -494,18 +538,10 @@ class Session:
             raise ConnectionClosed from None
 
     def _log(self, command: syntax.Command | None, response: Response, started: float) -> None:
-        if not log.isEnabledFor(logging.INFO):
-            return
-        log.info(
-            "imap session=%s listener=%s user=%s command=%s status=%s code=%s ms=%.1f",
-            self.conn.session_id,
-            self.conn.listener,
-            self.user or "-",
-            command.name if command else "-",  # arguments never: they carry passwords
-            response.status,
-            response.code or "-",
-            (time.perf_counter() - started) * 1000,
-        )
+        # Arguments never (mailbox names are the user's business), but AUTHENTICATE's mechanism.
+        mechanism = command.args.mechanism if command and isinstance(command.args, syntax.Authenticate) else ""
+        record = CommandRecord(command.name if command else "-", mechanism, started)
+        log_command(log, self.conn, "imap", record, user=self.user, status=response.status, code=response.code)
 
     async def end(self) -> None:
         self.deselect()

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 from gateway.imap.grammar import Limits
 from gateway.settings import EnvSettings, plaintext_permitted
+from gateway.wire.lines import MinRate
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,13 @@ class ImapSettings(EnvSettings):
     idle_timeout: float = 1800.0
     #: Before login, a shorter timer (RFC 3501 §5.4 allows it for unauthenticated sessions).
     login_timeout: float = 60.0
+    #: And the whole session, from the greeting, has this long to log in.
+    login_deadline: float = 120.0
+    #: Slow clients (as Postfix's ``smtpd_min_data_rate``): once a line or a literal has
+    #: begun, after ``rate_grace`` seconds octets must keep arriving at this many per
+    #: second (0: no minimum); below it, BYE and close.
+    min_data_rate: float = 500.0
+    rate_grace: float = 10.0
     #: Seconds before answering a failed login (slows down password guessing).
     auth_failure_delay: float = 1.0
     #: The gateway's poller asks once per interval what changed in every mailbox its
@@ -59,6 +67,10 @@ class ImapSettings(EnvSettings):
     metadata_per_call: int = 200
     #: Message summaries per ``select`` page (0: the function's own page size, 20,000).
     select_page: int = 0
+
+    @property
+    def min_rate(self) -> MinRate:
+        return MinRate(self.min_data_rate, self.rate_grace)
 
     @property
     def limits(self) -> Limits:

@@ -24,10 +24,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mailcore.contracts import (
-    Authenticate,
     ListMessages,
     LockMaildrop,
     RemoveMessages,
@@ -37,7 +36,9 @@ from mailcore.contracts import (
 )
 
 from gateway.blobs import BlobCorrupt, BlobMissing, BlobReader, BlobUnavailable
+from gateway.commandlog import CommandRecord, log_command
 from gateway.functions import TemporaryFailure
+from gateway.login import authenticate, pause
 from gateway.pop3 import grammar
 from gateway.pop3.content import TopCutter, stuff_message, stuffed, top
 from gateway.pop3.maildrop import Maildrop, Message
@@ -66,7 +67,7 @@ from gateway.pop3.replies import (
     ok,
 )
 from gateway.pop3.settings import Pop3Settings
-from gateway.wire.lines import ConnectionClosed, LineTooLong, read_line
+from gateway.wire.lines import ConnectionClosed, LineTooLong, TooSlow, read_line
 
 if TYPE_CHECKING:
     from gateway.server import Connection
@@ -112,6 +113,7 @@ class Session:
         self._stop_renewal = asyncio.Event()
         self.bad_commands = 0
         self.commands_before_login = 0
+        self.login_by = asyncio.get_running_loop().time() + settings.login_deadline
 
     @property
     def maildrop(self) -> Maildrop:
@@ -195,11 +197,16 @@ class Session:
 
     async def _login(self, username: str, password: str, authzid: str = "") -> Reply:
         """Check the credentials, then lock and list the maildrop (RFC 1939 §4)."""
-        result = await self._call("AuthFunction", Authenticate(username, password))
-        principal = str(result.get("user") or "") if result.get("ok") else ""
+        try:
+            result = await authenticate(self.conn, username, password)
+        except TemporaryFailure as failure:
+            raise TemporaryError(failure.correlation_id) from None
+        principal = result.principal
         # RFC 4616 §2: an authorization identity other than the user's own is refused.
         if not principal or (authzid and authzid.lower() not in {username.lower(), principal.lower()}):
-            await asyncio.sleep(self.settings.auth_failure_delay)
+            await pause(self.conn, self.settings.auth_failure_delay, result.delay)
+            if result.throttled:  # RFC 3206 §5: a temporary condition, try again later
+                return Reply(False, "Too many failed logins, try again later", code=SYS_TEMP, bad=True)
             raise AuthFailed(AUTH_FAILED)
         maildrop = await self._open_maildrop(principal)
         self.state = TRANSACTION
@@ -427,16 +434,17 @@ class Session:
         await self._send(Reply(True, GREETING.format(host=self.host)))
         while True:
             try:
-                line = await self._read(grammar.COMMAND_LINE_LIMIT)
+                with self.conn.idle():  # a graceful drain may end the session here
+                    line = await self._read(grammar.COMMAND_LINE_LIMIT)
             except LineTooLong:
                 line = None
-            started, state = time.perf_counter(), self.state
+            started = time.perf_counter()
             if line is None:
                 command, reply = None, Reply(False, LINE_TOO_LONG, bad=True)  # RFC 2449 §4
             else:
                 command, reply = await self.execute(line)
             reply = self.account(await self._follow(reply))
-            self._log(state, command, reply, started)
+            self._log(command, reply, started)
             await self._send(reply)
             if reply.starttls:
                 await self._start_tls()
@@ -459,13 +467,35 @@ class Session:
         return reply
 
     async def _read(self, limit: int) -> bytes:
+        """One line, at the minimum data rate once begun."""
+        timeout, expired = self._line_wait()
         try:
-            async with asyncio.timeout(self.settings.idle_timeout):
-                return await read_line(self.conn.reader, limit)
+            async with asyncio.timeout(timeout):
+                return await read_line(self.conn.reader, limit, self.settings.min_rate)
+        except TooSlow:
+            await self._hang_up("Too slow, closing connection")
         except TimeoutError:
+            if expired:
+                await self._hang_up(expired)
             # RFC 1939 §3: on the autologout timer, close without UPDATE and without a reply.
             log.info("pop3 session=%s idle timeout", self.conn.session_id)
             raise ConnectionClosed from None
+
+    def _line_wait(self) -> tuple[float, str]:
+        """How long the next line may be waited for: the autologout timer (RFC 1939 §3);
+        before login, no longer than what is left of ``login_deadline``, and then the
+        client is told (the second item)."""
+        left = self.login_by - asyncio.get_running_loop().time()
+        if self.state is AUTHORIZATION and left < self.settings.idle_timeout:
+            return max(0.0, left), "No login in time, closing connection"
+        return self.settings.idle_timeout, ""
+
+    async def _hang_up(self, text: str) -> NoReturn:
+        """-ERR and close; never UPDATE, so nothing is removed (RFC 1939 §6)."""
+        log.info("pop3 session=%s %s", self.conn.session_id, text)
+        with contextlib.suppress(ConnectionClosed, ConnectionError):
+            await self._send(Reply(False, text))
+        raise ConnectionClosed
 
     async def _send(self, reply: Reply) -> None:
         writer = self.conn.writer
@@ -504,25 +534,15 @@ class Session:
             log.info("pop3 session=%s TLS handshake failed: %s", self.conn.session_id, type(error).__name__)
             raise ConnectionClosed from None
 
-    def _log(self, state: State, command: grammar.Command | None, reply: Reply, started: float) -> None:
-        if not log.isEnabledFor(logging.INFO):
-            return
-        verb = command.verb if command else "-"
-        arg = command.arg if command else ""
-        spec = COMMANDS.get(verb)
-        if spec is not None and spec.redact and arg:
-            arg = spec.redact(arg)
-        log.info(
-            "pop3 session=%s listener=%s user=%s state=%s command=%s arg=%r reply=%r ms=%.1f",
-            self.conn.session_id,
-            self.conn.listener,
-            self.locked_user or "-",
-            state.value,
-            verb,
-            arg[:80],
-            reply.status[:80],
-            (time.perf_counter() - started) * 1000,
-        )
+    def _log(self, command: grammar.Command | None, reply: Reply, started: float) -> None:
+        if command is None:
+            record = CommandRecord("-", "", started)
+        elif command.verb in COMMANDS:
+            record = CommandRecord(command.verb, command.arg, started)
+        else:
+            record = CommandRecord("?", "", started)  # an unknown "verb" may be a stray password
+        status = "+OK" if reply.ok else "-ERR"
+        log_command(log, self.conn, "pop3", record, user=self.locked_user, status=status, code=reply.code)
 
     async def end(self) -> None:
         """The session is over however it ended: without QUIT nothing is removed (RFC 1939
@@ -539,21 +559,10 @@ def _server_error(what: str, error: BaseException) -> TemporaryError:
 # -- the command table -----------------------------------------------------------------------
 
 
-def _redact_all(_arg: str) -> str:
-    return "***"
-
-
-def _redact_sasl(arg: str) -> str:
-    mechanism, _, rest = arg.partition(" ")
-    return f"{mechanism} ***" if rest else mechanism
-
-
 @dataclass(frozen=True)
 class CommandSpec:
     handler: Callable[[Session, str], Awaitable[Reply]]
     states: frozenset[State]
-    #: How the argument is shown in the log (credentials never are).
-    redact: Callable[[str], str] | None = None
 
 
 _AUTHORIZATION = frozenset({AUTHORIZATION})
@@ -565,8 +574,8 @@ COMMANDS: dict[str, CommandSpec] = {
     "CAPA": CommandSpec(Session.cmd_capa, _BOTH),
     "QUIT": CommandSpec(Session.cmd_quit, _BOTH),
     "USER": CommandSpec(Session.cmd_user, _AUTHORIZATION),
-    "PASS": CommandSpec(Session.cmd_pass, _AUTHORIZATION, redact=_redact_all),
-    "AUTH": CommandSpec(Session.cmd_auth, _AUTHORIZATION, redact=_redact_sasl),
+    "PASS": CommandSpec(Session.cmd_pass, _AUTHORIZATION),
+    "AUTH": CommandSpec(Session.cmd_auth, _AUTHORIZATION),
     "STLS": CommandSpec(Session.cmd_stls, _AUTHORIZATION),
     "STAT": CommandSpec(Session.cmd_stat, _TRANSACTION),
     "LIST": CommandSpec(Session.cmd_list, _TRANSACTION),

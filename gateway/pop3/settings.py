@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from gateway.settings import EnvSettings, plaintext_permitted
+from gateway.wire.lines import MinRate
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,13 @@ class Pop3Settings(EnvSettings):
     max_bad_commands: int = 10
     #: Commands a client may send before logging in (CAPA, USER, STLS ...).
     max_commands_before_login: int = 30
+    #: Seconds from the greeting until the login must have succeeded.
+    login_deadline: float = 120.0
+    #: Slow clients (as Postfix's ``smtpd_min_data_rate``): once a line has begun, after
+    #: ``rate_grace`` seconds octets must keep arriving at this many per second (0: no
+    #: minimum); below it, -ERR and close.
+    min_data_rate: float = 500.0
+    rate_grace: float = 10.0
     #: The exclusive-access lock (RFC 1939 §4) is a lease of this many seconds, renewed
     #: while the session lives; a gateway that dies holds it no longer than that.
     lease_seconds: int = 300
@@ -39,6 +47,10 @@ class Pop3Settings(EnvSettings):
     readahead: int = 4
     #: Seconds a TLS handshake after STLS may take.
     tls_handshake_timeout: float = 30.0
+
+    @property
+    def min_rate(self) -> MinRate:
+        return MinRate(self.min_data_rate, self.rate_grace)
 
     def plaintext_permitted(self, secure: bool, peer_host: str) -> bool:
         """May credentials travel in the clear on this connection?"""

@@ -17,7 +17,7 @@ import binascii
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from gateway.smtp.replies import Reply, reply
+from gateway.smtp.replies import Action, Reply, reply
 
 #: RFC 4954 §4: a client response is a line of its own; RFC 4954 §6 (5.5.6) lets the server
 #: refuse one longer than its buffer. 12288 octets, as Cyrus SASL and Dovecot accept.
@@ -26,6 +26,8 @@ SASL_LINE_LIMIT = 12288
 # -- replies (RFC 4954 §6 with the enhanced codes of RFC 5248) ---------------------------------
 S235_AUTHENTICATED = reply(235, "2.7.0", "Authentication successful")
 S454_TEMPORARY = reply(454, "4.7.0", "Temporary authentication failure")
+S454_THROTTLED = reply(454, "4.7.0", "Temporary authentication failure, try again later")  # too many failures
+S421_AUTH_THROTTLED = reply(421, "4.7.0", "Too many failed authentications, try again later").then(Action.CLOSE)
 S500_LINE_TOO_LONG = reply(500, "5.5.6", "Authentication Exchange line is too long")
 S501_CANCELLED = reply(501, "5.0.0", "Authentication cancelled")  # RFC 4954 §4: "*"
 S501_BAD_BASE64 = reply(501, "5.5.2", "Cannot decode response")  # RFC 4954 §4

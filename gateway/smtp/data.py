@@ -24,7 +24,7 @@ import hashlib
 import re
 
 from gateway.staging import StagedObject, StagingUpload
-from gateway.wire.lines import ConnectionClosed
+from gateway.wire.lines import ConnectionClosed, MinRate, Pace, buffered
 
 #: Largest read from the socket per step of a BDAT chunk.
 READ_SIZE = 64 * 1024
@@ -118,17 +118,6 @@ async def _read_piece(reader: asyncio.StreamReader) -> bytes:
         raise ConnectionClosed from error
 
 
-def _buffered(reader: asyncio.StreamReader) -> bytearray | None:
-    """What the reader holds already, to look at without taking it; None when unknown.
-
-    asyncio offers no public way to peek (as :meth:`SmtpProtocol.input_pending` notes):
-    the bytes are taken with the public ``readexactly`` once we know how many are ours.
-    Without this the line-by-line path alone is used: the same result, slower.
-    """
-    buffer = getattr(reader, "_buffer", None)
-    return buffer if isinstance(buffer, bytearray) else None
-
-
 #: The end of the data with the line end before it (RFC 5321 §4.1.1.4).
 _END = b"\r\n.\r\n"
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -150,9 +139,11 @@ async def _take_buffered_lines(reader: asyncio.StreamReader, previous_crlf: bool
     whether the last line taken ended in CR LF).
 
     The end of the data is the first ``<CR><LF>.<CR><LF>`` of the stream, counting the
-    line end before this point, so it is found by a search over the raw bytes.
+    line end before this point, so it is found by a search over the raw bytes. Without
+    a view of the reader's buffer (:func:`buffered`) the line-by-line path alone is
+    used: the same result, slower.
     """
-    buffer = _buffered(reader)
+    buffer = buffered(reader)
     if not buffer:
         return b"", False, previous_crlf
     if previous_crlf and buffer.startswith(b".\r\n"):
@@ -169,7 +160,14 @@ async def _take_buffered_lines(reader: asyncio.StreamReader, previous_crlf: bool
     return _unstuff_lines(raw), False, raw[-2:-1] == b"\r"
 
 
-async def receive_dot_stuffed(reader: asyncio.StreamReader, sink: MessageSink, timeout: float) -> None:
+async def _write(sink: MessageSink, data: bytes, pace: Pace) -> None:
+    with pace.paused():  # an S3 part upload: our time, not the client's
+        await sink.write(data)
+
+
+async def receive_dot_stuffed(
+    reader: asyncio.StreamReader, sink: MessageSink, timeout: float, minimum: MinRate | None = None
+) -> None:
     """Read DATA up to ``<CR><LF>.<CR><LF>``, unstuffing dots (RFC 5321 §4.5.2).
 
     Lines of any length are accepted and kept intact. Deviation from RFC 5321
@@ -180,16 +178,19 @@ async def receive_dot_stuffed(reader: asyncio.StreamReader, sink: MessageSink, t
     the whole lines that arrived with it; what they become goes to the sink in batches
     of about :data:`WRITE_BATCH` octets. Line by line, a 10 MB message would cost the
     gateway a quarter of a second of CPU.
+
+    The whole data is one unit for the minimum rate (``minimum``, gateway/wire/lines.py).
     """
     deadline = _Deadline(timeout)
     line_start = True  # the next piece begins a line
     previous_crlf = True  # the last line ended in CR LF (the DATA command's own line did)
     carry = b""  # a CR at the end of a piece whose LF may come with the next piece
     batch = bytearray()
-    async with deadline.scope:
+    async with deadline.scope, Pace(reader, minimum) as pace:
         while True:
             deadline.restart()
             piece = await _read_piece(reader)
+            pace.took(len(piece))
             if carry:
                 piece, carry = carry + piece, b""
             if piece[-1:] != b"\n":  # a long line, in pieces
@@ -211,22 +212,30 @@ async def receive_dot_stuffed(reader: asyncio.StreamReader, sink: MessageSink, t
                 line_start = True
                 previous_crlf = crlf
                 lines, ended, previous_crlf = await _take_buffered_lines(reader, previous_crlf)
+                pace.took(len(lines))
                 batch += lines
                 if ended:
                     break
             if len(batch) >= WRITE_BATCH:
-                await sink.write(bytes(batch))
+                await _write(sink, bytes(batch), pace)
                 batch.clear()
-    if batch:
-        await sink.write(bytes(batch))
+        if batch:
+            await _write(sink, bytes(batch), pace)
 
 
-async def receive_chunk(reader: asyncio.StreamReader, size: int, sink: MessageSink | None, timeout: float) -> None:
+async def receive_chunk(
+    reader: asyncio.StreamReader,
+    size: int,
+    sink: MessageSink | None,
+    timeout: float,
+    minimum: MinRate | None = None,
+) -> None:
     """Read exactly ``size`` octets of a BDAT chunk (RFC 3030 §2); ``sink=None`` drops them,
-    as a refused BDAT must still consume its chunk (RFC 3030 §2, §4)."""
+    as a refused BDAT must still consume its chunk (RFC 3030 §2, §4). The chunk is one
+    unit for the minimum rate."""
     deadline = _Deadline(timeout)
     remaining = size
-    async with deadline.scope:
+    async with deadline.scope, Pace(reader, minimum) as pace:
         while remaining:
             deadline.restart()
             try:
@@ -236,5 +245,6 @@ async def receive_chunk(reader: asyncio.StreamReader, size: int, sink: MessageSi
             if not data:
                 raise ConnectionClosed
             remaining -= len(data)
+            pace.took(len(data))
             if sink is not None:
-                await sink.write(data)
+                await _write(sink, data, pace)

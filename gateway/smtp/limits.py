@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway.wire.lines import MinRate
+
 #: RFC 5321 §4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 COMMAND_LINE = 512
 #: Extensions lengthen MAIL: SIZE +26 (RFC 1870 §3), BODY +16 (RFC 6152 §2),
@@ -45,10 +47,20 @@ class SmtpLimits:
     data_timeout: float = 300.0
     #: TLS handshake after STARTTLS (RFC 3207 §4); asyncio's default is 60 s.
     tls_handshake_timeout: float = 60.0
-    #: Concurrent SMTP connections per gateway process; more are told 421 4.7.0 and closed.
-    connections: int = 1000
     #: Largest message handed to the delivery inline (0: every message is staged in S3).
     inline_size: int = DEFAULT_INLINE_SIZE
+    #: Slow clients (Postfix ``smtpd_min_data_rate``, 500): once a command line, the DATA
+    #: or a BDAT chunk has begun, after ``rate_grace`` seconds octets must keep arriving
+    #: at this many per second (0: no minimum); below it, 421 4.4.2 and close.
+    min_data_rate: float = 500.0
+    rate_grace: float = 10.0
+    #: Postfix ``smtpd_junk_command_limit`` (100): NOOP, VRFY, RSET, HELP, EHLO and HELO
+    #: beyond this many since the last accepted message get 421 4.7.0 and close (0: no limit).
+    junk_commands: int = 100
+    #: Submission: seconds from the greeting until AUTH must have succeeded; a command
+    #: wait beyond it gets 421 4.4.2 and close (RFC 5321 §4.5.3.2.7 asks no more of a
+    #: client that does not log in).
+    login_deadline: float = 120.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.inline_size <= MAX_INLINE_SIZE:
@@ -63,6 +75,13 @@ class SmtpLimits:
             bad_commands=int(env.get("SMTP_BAD_COMMAND_LIMIT") or 20),
             command_timeout=float(env.get("SMTP_COMMAND_TIMEOUT") or 300.0),
             data_timeout=float(env.get("SMTP_DATA_TIMEOUT") or 300.0),
-            connections=int(env.get("SMTP_MAX_CONNECTIONS") or 1000),
             inline_size=int(env.get("SMTP_INLINE_SIZE") or DEFAULT_INLINE_SIZE),
+            min_data_rate=float(env.get("SMTP_MIN_DATA_RATE") or 500.0),
+            rate_grace=float(env.get("SMTP_RATE_GRACE") or 10.0),
+            junk_commands=int(env.get("SMTP_JUNK_COMMAND_LIMIT") or 100),
+            login_deadline=float(env.get("SMTP_LOGIN_DEADLINE") or 120.0),
         )
+
+    @property
+    def min_rate(self) -> MinRate:
+        return MinRate(self.min_data_rate, self.rate_grace)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from mailcore.contracts import Deliver, Request
 
+from gateway.commandlog import CommandRecord, log_command
 from gateway.functions import TemporaryFailure
 from gateway.smtp import replies
 from gateway.smtp.data import MessageSink, receive_chunk, receive_dot_stuffed
@@ -50,7 +51,7 @@ from gateway.smtp.replies import Action, Reply
 from gateway.smtp.session import Recipient, Session, State, Transaction
 from gateway.smtp.trace import TlsInfo, TraceInfo, received, return_path
 from gateway.staging import StagedObject, StagingUpload, new_staging_key
-from gateway.wire.lines import ConnectionClosed, LineTooLong, read_line
+from gateway.wire.lines import ConnectionClosed, LineTooLong, TooSlow, read_line
 
 if TYPE_CHECKING:
     from gateway.server import Connection
@@ -59,12 +60,12 @@ log = logging.getLogger(__name__)
 
 
 class SmtpService:
-    """What every SMTP connection of one gateway shares: the limits, the connection
-    count, and the S3 client that stages messages."""
+    """What every SMTP connection of one gateway shares: the limits and the S3 client
+    that stages messages. (How many connections may be open is the gateway's own limit,
+    gateway/connlimits.py, for every protocol alike.)"""
 
     def __init__(self, limits: SmtpLimits | None = None) -> None:
         self.limits = limits or SmtpLimits.from_env()
-        self.connections = 0
         self._s3: Any = None
 
     async def s3(self, clients: Any) -> Any:
@@ -93,6 +94,10 @@ class SmtpProtocol:
     #: The command table (set below to :data:`COMMANDS`); a listener with other rules
     #: (submission, gateway/smtp/submission.py) subclasses and brings its own.
     commands: ClassVar[Mapping[str, CommandSpec]]
+    #: Who logged in (submission's AUTH); the MX role takes no logins.
+    principal: str | None = None
+    #: Submission: AUTH must succeed within ``SmtpLimits.login_deadline`` of the greeting.
+    requires_login: ClassVar[bool] = False
 
     def __init__(self, conn: Connection, service: SmtpService) -> None:
         self.conn = conn
@@ -100,6 +105,11 @@ class SmtpProtocol:
         self.limits = service.limits
         self.hostname = conn.config.hostname
         self.session = Session(conn.session_id, conn.peer[0])
+        #: The command being answered, for its log line (gateway/commandlog.py).
+        self.command: CommandRecord | None = None
+        self.login_by = asyncio.get_running_loop().time() + self.limits.login_deadline
+        #: Junk commands (NOOP, VRFY, RSET, HELP, EHLO, HELO) since the last accepted message.
+        self.junk = 0
 
     # -- the loop ------------------------------------------------------------------
 
@@ -123,22 +133,55 @@ class SmtpProtocol:
     async def next_reply(self) -> Reply | None:
         """Read and handle one command; None when the client is gone."""
         try:
-            async with asyncio.timeout(self.limits.command_timeout):  # RFC 5321 §4.5.3.2.7
-                line = await read_line(self.conn.reader, LONGEST_COMMAND_LINE - 2)
-        except TimeoutError:
-            return replies.S421_TIMEOUT
+            with self.conn.idle():  # a graceful drain may end the session here
+                async with asyncio.timeout(self.command_wait()):
+                    line = await read_line(self.conn.reader, LONGEST_COMMAND_LINE - 2, self.limits.min_rate)
+        except TimeoutError as error:
+            return self.timed_out(error)
         except LineTooLong:
             return replies.S500_LINE_TOO_LONG
         except ConnectionClosed:
             return None
         try:
             return await self.dispatch(line)
-        except TimeoutError:  # a BDAT chunk that stopped arriving
-            return replies.S421_TIMEOUT
+        except TimeoutError as error:  # a BDAT chunk that stopped arriving
+            return self.timed_out(error)
         except ConnectionClosed:
             return None
 
+    def command_wait(self) -> float:
+        """RFC 5321 §4.5.3.2.7: at least 5 minutes for the next command; but a session
+        that must log in (submission) gets no more than what is left of ``login_deadline``."""
+        if not self.login_pending():
+            return self.limits.command_timeout
+        left = self.login_by - asyncio.get_running_loop().time()
+        return max(0.0, min(self.limits.command_timeout, left))
+
+    def login_pending(self) -> bool:
+        return self.requires_login and self.principal is None
+
+    def timed_out(self, error: TimeoutError) -> Reply:
+        """421 4.4.2 (RFC 3463: delivery time expired), whichever timer ran out; the log says which."""
+        if isinstance(error, TooSlow):
+            why = f"below the minimum data rate ({self.limits.min_data_rate:g} octets/s)"
+        elif self.login_pending() and asyncio.get_running_loop().time() >= self.login_by:
+            why = f"no login within {self.limits.login_deadline:g} s"
+        else:
+            why = "timeout"
+        log.info("smtp %s: %s, closing", self.session.session_id, why)
+        return replies.S421_TIMEOUT
+
+    def too_much_junk(self) -> bool:
+        """Postfix ``smtpd_junk_command_limit``: a client that only spins (NOOP, RSET ...)
+        holds a slot; beyond the limit since the last accepted message, it is let go."""
+        self.junk += 1
+        if not self.limits.junk_commands or self.junk <= self.limits.junk_commands:
+            return False
+        log.info("smtp %s: more than %d junk commands, closing", self.session.session_id, self.limits.junk_commands)
+        return True
+
     async def dispatch(self, line: bytes) -> Reply:
+        self.command = CommandRecord("?")
         try:
             command = parse_command_line(line)
         except GrammarError as error:
@@ -147,8 +190,11 @@ class SmtpProtocol:
         spec = self.commands.get(verb)
         if spec is None:
             return replies.S500_UNRECOGNIZED
+        self.command.verb, self.command.argument = verb, command.argument
         if len(line) + 2 > spec.line_limit:  # RFC 5321 §4.5.3.1.4, CRLF included
             return replies.S500_LINE_TOO_LONG
+        if spec.junk and self.too_much_junk():
+            return replies.S421_TOO_MANY_ERRORS
         if self.session.state not in spec.states:
             return spec.refusals[self.session.state]
         try:
@@ -168,8 +214,8 @@ class SmtpProtocol:
         if reply.action is Action.DATA:
             try:
                 return await self.respond(await self.receive_data())
-            except TimeoutError:
-                return await self.respond(replies.S421_TIMEOUT)
+            except TimeoutError as error:
+                return await self.respond(self.timed_out(error))
             except ConnectionClosed:
                 return False
         if reply.action is Action.STARTTLS:
@@ -181,12 +227,24 @@ class SmtpProtocol:
     async def send(self, reply: Reply) -> None:
         if reply.code >= 500:
             self.session.errors += 1
+        self.log_reply(reply)
         self.conn.writer.write(reply.render())
         try:
             async with asyncio.timeout(self.limits.command_timeout):  # a client that does not read
                 await self.conn.writer.drain()
         except TimeoutError as error:
             raise ConnectionClosed from error
+
+    def log_reply(self, reply: Reply) -> None:
+        """The command's log line, at its final reply (not at a 334 or 354 on the way);
+        a 4xx/5xx without a command (a line too long, a timeout) gets one too."""
+        if 300 <= reply.code < 400:
+            return
+        record, self.command = self.command, None
+        if record is None and reply.code < 400:
+            return  # the greeting
+        status, code = str(reply.code), reply.enhanced
+        log_command(log, self.conn, "smtp", record or CommandRecord(), user=self.principal, status=status, code=code)
 
     def input_pending(self) -> bool:
         """Bytes the client sent that we have not read yet.
@@ -289,6 +347,7 @@ class SmtpProtocol:
             sink.size,
             len(transaction.recipients),
         )
+        self.junk = 0  # mail accepted: the client is no spinner
         return replies.S250_QUEUED.with_text(f"Ok: queued as {transaction_id}")
 
     async def receive_data(self) -> Reply:
@@ -297,7 +356,7 @@ class SmtpProtocol:
         assert transaction is not None  # DATA is legal only in State.RCPT
         sink = await self.open_sink(transaction)
         try:
-            await receive_dot_stuffed(self.conn.reader, sink, self.limits.data_timeout)
+            await receive_dot_stuffed(self.conn.reader, sink, self.limits.data_timeout, self.limits.min_rate)
         except BaseException:
             await self.abort_transaction()
             raise
@@ -402,12 +461,12 @@ class SmtpProtocol:
         refusal = BDAT_REFUSALS.get(self.session.state)
         transaction = self.session.transaction
         if refusal is not None or transaction is None:
-            await receive_chunk(self.conn.reader, command.chunk_size, None, self.limits.data_timeout)
+            await receive_chunk(self.conn.reader, command.chunk_size, None, self.limits.data_timeout, self.limits.min_rate)
             return refusal or replies.S503_NEED_MAIL
         sink = transaction.sink or await self.open_sink(transaction)
         self.session.state = State.CHUNKING
         try:
-            await receive_chunk(self.conn.reader, command.chunk_size, sink, self.limits.data_timeout)
+            await receive_chunk(self.conn.reader, command.chunk_size, sink, self.limits.data_timeout, self.limits.min_rate)
         except BaseException:
             await self.abort_transaction()
             raise
@@ -477,6 +536,8 @@ class CommandSpec:
     states: frozenset[State]
     refusals: Mapping[State, Reply]
     line_limit: int = COMMAND_LINE
+    #: Counts against ``SmtpLimits.junk_commands``.
+    junk: bool = False
 
 
 ANY_STATE = frozenset(State)
@@ -485,8 +546,8 @@ _IN_TRANSACTION = (State.MAIL, State.RCPT, State.CHUNKING)
 
 #: Verb -> handler, the states where it is legal, and the reply elsewhere (RFC 5321 §4.1.4).
 COMMANDS: dict[str, CommandSpec] = {
-    "EHLO": CommandSpec(SmtpProtocol.cmd_ehlo, ANY_STATE, {}),
-    "HELO": CommandSpec(SmtpProtocol.cmd_helo, ANY_STATE, {}),
+    "EHLO": CommandSpec(SmtpProtocol.cmd_ehlo, ANY_STATE, {}, junk=True),
+    "HELO": CommandSpec(SmtpProtocol.cmd_helo, ANY_STATE, {}, junk=True),
     "MAIL": CommandSpec(
         SmtpProtocol.cmd_mail,
         frozenset({State.READY}),
@@ -514,11 +575,11 @@ COMMANDS: dict[str, CommandSpec] = {
         },
     ),
     "BDAT": CommandSpec(SmtpProtocol.cmd_bdat, ANY_STATE, {}),  # refuses by BDAT_REFUSALS after reading
-    "RSET": CommandSpec(SmtpProtocol.cmd_rset, ANY_STATE, {}),
-    "NOOP": CommandSpec(SmtpProtocol.cmd_noop, ANY_STATE, {}),
+    "RSET": CommandSpec(SmtpProtocol.cmd_rset, ANY_STATE, {}, junk=True),
+    "NOOP": CommandSpec(SmtpProtocol.cmd_noop, ANY_STATE, {}, junk=True),
     "QUIT": CommandSpec(SmtpProtocol.cmd_quit, ANY_STATE, {}),
-    "HELP": CommandSpec(SmtpProtocol.cmd_help, ANY_STATE, {}),
-    "VRFY": CommandSpec(SmtpProtocol.cmd_vrfy, ANY_STATE, {}),
+    "HELP": CommandSpec(SmtpProtocol.cmd_help, ANY_STATE, {}, junk=True),
+    "VRFY": CommandSpec(SmtpProtocol.cmd_vrfy, ANY_STATE, {}, junk=True),
     "EXPN": CommandSpec(SmtpProtocol.cmd_expn, ANY_STATE, {}),
     "STARTTLS": CommandSpec(
         SmtpProtocol.cmd_starttls,
@@ -549,17 +610,4 @@ async def serve(conn: Connection) -> None:
     service = conn.services.get("smtp")
     if not isinstance(service, SmtpService):
         service = conn.services["smtp"] = SmtpService()
-    await serve_limited(conn, service, SmtpProtocol)
-
-
-async def serve_limited(conn: Connection, service: SmtpService, protocol: type[SmtpProtocol]) -> None:
-    """Run ``protocol`` on the connection, or answer 421 past the gateway's connection cap."""
-    if service.connections >= service.limits.connections:
-        conn.writer.write(replies.S421_TOO_MANY_CONNECTIONS.render())
-        await conn.writer.drain()
-        return
-    service.connections += 1
-    try:
-        await protocol(conn, service).run()
-    finally:
-        service.connections -= 1
+    await SmtpProtocol(conn, service).run()

@@ -34,14 +34,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from mailcore.contracts import Authenticate, Request, Resolve, Submit
+from mailcore.contracts import Request, Resolve, Submit
 
 from gateway.functions import TemporaryFailure
+from gateway.login import authenticate, pause
 from gateway.smtp import replies
 from gateway.smtp.auth import (
     MECHANISMS,
     S235_AUTHENTICATED,
+    S421_AUTH_THROTTLED,
     S454_TEMPORARY,
+    S454_THROTTLED,
     S500_LINE_TOO_LONG,
     S501_CANCELLED,
     S503_ALREADY_AUTHENTICATED,
@@ -63,7 +66,7 @@ from gateway.smtp.auth import (
 from gateway.smtp.data import MessageSink
 from gateway.smtp.grammar import GrammarError, RcptCommand, decode_xtext, is_dot_string, parse_reverse_path
 from gateway.smtp.limits import SmtpLimits
-from gateway.smtp.protocol import COMMANDS, CommandSpec, Handler, SmtpProtocol, SmtpService, serve_limited
+from gateway.smtp.protocol import COMMANDS, CommandSpec, Handler, SmtpProtocol, SmtpService
 from gateway.smtp.recipients import INGEST, Verdict
 from gateway.smtp.replies import Reply, reply
 from gateway.smtp.session import State, Transaction
@@ -76,7 +79,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AUTH_FUNCTION = "AuthFunction"
 SUBMIT_FUNCTION = "SubmitFunction"
 
 # -- replies of the submission policy ----------------------------------------------------------
@@ -93,11 +95,16 @@ class SubmissionSettings:
     #: Seconds before a failed AUTH is answered (Postfix ``smtpd_error_sleep_time``, Dovecot
     #: ``auth_failure_delay``): a password guesser gets one try per delay and connection.
     auth_failure_delay: float = 1.0
+    #: AUTH refused by the throttle (454 4.7.0) this many times in a session: 421 and close.
+    throttled_limit: int = 3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SubmissionSettings:
         env = os.environ if env is None else env
-        return cls(auth_failure_delay=float(env.get("SUBMISSION_AUTH_FAILURE_DELAY") or 1.0))
+        return cls(
+            auth_failure_delay=float(env.get("SUBMISSION_AUTH_FAILURE_DELAY") or 1.0),
+            throttled_limit=int(env.get("SUBMISSION_THROTTLED_LIMIT") or 3),
+        )
 
 
 class SubmissionService(SmtpService):
@@ -148,11 +155,15 @@ def drop_auth_parameter(argument: str) -> str:
 class SubmissionProtocol(SmtpProtocol):
     """One submission connection: :class:`SmtpProtocol` with AUTH and the MSA's rules."""
 
+    requires_login = True
+
     def __init__(self, conn: Connection, service: SubmissionService) -> None:
         super().__init__(conn, service)
         self.settings = service.settings
         #: The authenticated user (RFC 4954 §4: once per session; kept across EHLO and RSET).
         self.principal: str | None = None
+        #: AUTH commands the throttle refused in this session.
+        self.throttled = 0
 
     # -- the loop: SASL exchanges ----------------------------------------------------------
 
@@ -168,10 +179,10 @@ class SubmissionProtocol(SmtpProtocol):
         """Read one client response to ``sent``; None when the client is gone."""
         assert sent.continuation is not None
         try:
-            async with asyncio.timeout(self.limits.command_timeout):  # RFC 5321 §4.5.3.2.7
-                line = await read_line(self.conn.reader, SASL_LINE_LIMIT)
-        except TimeoutError:
-            return replies.S421_TIMEOUT
+            async with asyncio.timeout(self.command_wait()):
+                line = await read_line(self.conn.reader, SASL_LINE_LIMIT, self.limits.min_rate)
+        except TimeoutError as error:
+            return self.timed_out(error)
         except LineTooLong:
             return S500_LINE_TOO_LONG  # RFC 4954 §6: 5.5.6
         except ConnectionClosed:
@@ -221,9 +232,7 @@ class SubmissionProtocol(SmtpProtocol):
     async def _login(self, mechanism: str, credentials: Credentials) -> Reply:
         """The AuthFunction checks the credentials; the user is who it says."""
         try:
-            result = await self.conn.functions.call(
-                AUTH_FUNCTION, Authenticate(credentials.username, credentials.password)
-            )
+            result = await authenticate(self.conn, credentials.username, credentials.password)
         except TemporaryFailure as failure:
             log.warning(
                 "smtp %s: AUTH %s: temporary failure (ref %s)",
@@ -232,21 +241,34 @@ class SubmissionProtocol(SmtpProtocol):
                 failure.correlation_id,
             )
             return S454_TEMPORARY  # RFC 4954 §6
-        principal = str(result.get("user") or "") if result.get("ok") else ""
+        principal = result.principal
         authzid = credentials.authzid.lower()
+        if result.throttled:
+            log.info("smtp %s: AUTH %s refused by the throttle", self.session.session_id, mechanism)
+            return await self._throttled()
         # RFC 4616 §2: an authorization identity other than the user's own is refused.
         if not principal or (authzid and authzid not in {credentials.username.lower(), principal.lower()}):
             log.info("smtp %s: AUTH %s failed", self.session.session_id, mechanism)  # no name, no password
-            return await self._failed(S535_FAILED)
+            return await self._failed(S535_FAILED, result.delay)
         self.principal = principal
         log.info("smtp %s: AUTH %s succeeded: %s", self.session.session_id, mechanism, principal)
         return S235_AUTHENTICATED
 
-    async def _failed(self, refusal: Reply) -> Reply:
-        """Wrong credentials are answered late (a guesser's rate); other refusals at once."""
+    async def _failed(self, refusal: Reply, delay: float = 0.0) -> Reply:
+        """Wrong credentials are answered late (a guesser's rate; ``delay``: the
+        AuthFunction's, when longer than ours); other refusals at once."""
         if refusal is S535_FAILED:
-            await asyncio.sleep(self.settings.auth_failure_delay)
+            await pause(self.conn, self.settings.auth_failure_delay, delay)
         return refusal
+
+    async def _throttled(self) -> Reply:
+        """RFC 4954 §6: 454 4.7.0 for a try the throttle refused; a client that keeps
+        trying in the same session is told 421 4.7.0 and disconnected (RFC 5321 §3.8)."""
+        self.throttled += 1
+        await pause(self.conn, self.settings.auth_failure_delay)
+        if self.throttled >= self.settings.throttled_limit:
+            return S421_AUTH_THROTTLED
+        return S454_THROTTLED
 
     async def cmd_mail(self, argument: str) -> Reply:
         """RFC 5321 §4.1.1.2 after TLS (RFC 3207 §4) and AUTH (RFC 4954 §6); the AUTH=
@@ -352,4 +374,4 @@ async def serve(conn: Connection) -> None:
     service = conn.services.get("submission")
     if not isinstance(service, SubmissionService):
         service = conn.services["submission"] = SubmissionService()
-    await serve_limited(conn, service, SubmissionProtocol)
+    await SubmissionProtocol(conn, service).run()

@@ -89,7 +89,7 @@ def test_refusals_are_results_not_errors(demo, function_transport):
     result = function_transport.invoke(
         "AuthFunction", {"op": "authenticate", "username": "demo@example.test", "password": "nope"}
     )
-    assert result == {"ok": False, "error": "AUTHENTICATIONFAILED", "message": "authentication failed"}
+    assert result == {"ok": False, "error": "AUTHENTICATIONFAILED", "message": "authentication failed", "delay": 0}
     result = function_transport.invoke(
         "MailboxFunction", {"op": "status", "user": "demo@example.test", "mailbox": "Missing"}
     )

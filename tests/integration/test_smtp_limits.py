@@ -17,6 +17,7 @@ from mailcore.accounting import count_requests
 from mailcore.aws import Clients
 
 from gateway.config import LISTENERS, GatewayConfig
+from gateway.connlimits import ConnectionLimits
 from gateway.functions import FunctionClient
 from gateway.server import Gateway
 from gateway.smtp import SmtpService, replies
@@ -32,8 +33,9 @@ LIMITS = SmtpLimits(
     bad_commands=3,
     command_timeout=0.6,
     data_timeout=0.6,
-    connections=4,
 )
+#: The gateway-wide connection cap of this module's gateway (gateway/connlimits.py).
+CONNECTIONS = 4
 
 
 @dataclass
@@ -48,7 +50,7 @@ class SmallGateway:
     def idle(self, timeout: float = 5.0) -> None:
         """Wait until no SMTP session of an earlier test is still running."""
         deadline = time.monotonic() + timeout
-        while self.service.connections and time.monotonic() < deadline:
+        while self.gateway.connections.open and time.monotonic() < deadline:
             time.sleep(0.02)
 
 
@@ -61,6 +63,7 @@ def small(local_stack, function_transport, tmp_path_factory) -> Iterator[SmallGa
         ports={name: 0 for name in LISTENERS},
         hostname="mx.limits.example",
         mail_bucket=local_stack.resources["MailBucket"],
+        connection_limits=ConnectionLimits(total=CONNECTIONS),
     )
     gw = Gateway(
         config,
@@ -274,7 +277,7 @@ def test_a_slow_but_steady_client_is_not_timed_out(store, user, wire):
 
 def test_connections_beyond_the_cap_get_421(small):
     small.idle()
-    held = [Wire(small.address) for _ in range(LIMITS.connections)]
+    held = [Wire(small.address) for _ in range(CONNECTIONS)]
     try:
         for client in held:
             assert client.code() == (220, "")
@@ -284,7 +287,7 @@ def test_connections_beyond_the_cap_get_421(small):
         extra.close()
         held.pop().close()
         deadline = time.monotonic() + 5
-        while small.service.connections >= LIMITS.connections and time.monotonic() < deadline:
+        while small.gateway.connections.open >= CONNECTIONS and time.monotonic() < deadline:
             time.sleep(0.02)
         again = Wire(small.address)
         assert again.code() == (220, "")
@@ -367,6 +370,6 @@ def test_the_inline_limit_comes_from_the_environment_within_what_an_invoke_carri
 def test_socket_helpers_do_not_leak(small):
     # the module's sessions are all gone: nothing holds a connection slot
     small.idle()
-    assert small.service.connections == 0
+    assert small.gateway.connections.open == 0
     with socket.create_connection(small.address, timeout=5) as sock:
         assert sock.recv(100).startswith(b"220 ")

@@ -3,17 +3,15 @@ RFC 4959 SASL-IR), LOGIN."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
-from mailcore.contracts import Authenticate
-
 from gateway.functions import TemporaryFailure
-from gateway.imap import syntax
+from gateway.imap import grammar, syntax
 from gateway.imap.responses import (
     AUTHENTICATIONFAILED,
     AUTHORIZATIONFAILED,
     PRIVACYREQUIRED,
+    UNAVAILABLE,
     Bad,
     No,
     Response,
@@ -21,6 +19,7 @@ from gateway.imap.responses import (
     ok,
 )
 from gateway.imap.states import AUTHENTICATED
+from gateway.login import authenticate, pause
 
 if TYPE_CHECKING:
     from gateway.imap.session import Session
@@ -70,7 +69,10 @@ def _sasl_line(line: bytes) -> bytes:
     """RFC 3501 §6.2.2: a base64 line, or ``*`` to cancel (answered BAD)."""
     if line.strip() == b"*":
         raise Bad("Authentication cancelled")
-    return syntax.decode_base64(line.strip()) if line.strip() else b""
+    try:
+        return syntax.decode_base64(line.strip()) if line.strip() else b""
+    except grammar.ParseError:
+        raise Bad("Invalid base64 in the SASL response") from None  # RFC 3501 §6.2.2: BAD
 
 
 async def _plain(s: Session, message: bytes) -> Response:
@@ -96,17 +98,22 @@ def _text(value: bytes) -> str:
 
 async def _login(s: Session, username: str, password: str, authzid: str = "") -> Response:
     try:
-        result = await s.conn.functions.call("AuthFunction", Authenticate(username, password))
+        result = await authenticate(s.conn, username, password)
     except TemporaryFailure as failure:
         raise Unavailable(failure.correlation_id) from None
-    principal = str(result.get("user") or "") if result.get("ok") else ""
+    principal = result.principal
     if not principal:
-        await asyncio.sleep(s.settings.auth_failure_delay)
+        await pause(s.conn, s.settings.auth_failure_delay, result.delay)
+        if result.throttled:  # RFC 5530 §3: UNAVAILABLE, "try again later"
+            raise No("Too many failed logins, try again later", UNAVAILABLE)
         raise No("Authentication failed", AUTHENTICATIONFAILED)
     # RFC 4616 §2: acting as another user is refused.
     if authzid and authzid.lower() not in {username.lower(), principal.lower()}:
-        await asyncio.sleep(s.settings.auth_failure_delay)
+        await pause(s.conn, s.settings.auth_failure_delay)
         raise No("Not authorized to act as that user", AUTHORIZATIONFAILED)
+    if not s.conn.hold_user(principal):  # the per-user connection limit (gateway/connlimits.py)
+        bye = b"* BYE [LIMIT] Too many connections for this user\r\n"  # RFC 5530 §3 LIMIT
+        return Response("NO", "Too many connections for this user", "LIMIT", untagged=[bye], close=True)
     s.user = principal
     s.state = AUTHENTICATED
     # RFC 3501 §7.2.1 / §6.2.3: the capabilities may change after login; say them.

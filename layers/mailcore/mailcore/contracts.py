@@ -32,9 +32,19 @@ class Request:
 
 @dataclass(frozen=True)
 class Authenticate(Request):
+    """Check credentials. ``client_address`` is the client's IP address as the gateway
+    sees it (the PROXY protocol's source behind the load balancer): failures are
+    throttled per address and per account (:mod:`mailcore.throttle`).
+
+    A refusal answers ``{"ok": false, "error": "THROTTLED", "retry_after": <seconds>}``
+    without checking the password; a wrong password ``"AUTHENTICATIONFAILED"`` with
+    ``"delay"``: the seconds to wait before telling the client.
+    """
+
     op: ClassVar[str] = "authenticate"
     username: str
-    password: str
+    password: str = field(repr=False)  # never in a log line or a traceback's repr
+    client_address: str = ""
 
 
 # -- ingest function ----------------------------------------------------------------

@@ -1,6 +1,7 @@
 """What every handler does: event -> request -> operation -> JSON result.
 
-User errors become ``{"ok": false, "error": code}``; anything else propagates, so Lambda
+User errors become ``{"ok": false, "error": code, "message": ...}`` plus the error's
+details (a throttled login's ``retry_after``); anything else propagates, so Lambda
 reports a function error and the gateway answers with a temporary failure.
 """
 
@@ -25,5 +26,5 @@ def dispatch(
     try:
         result = operations[type(request)](store_factory(), request)
     except MailError as error:
-        return {"ok": False, "error": error.code, "message": str(error)}
+        return {**error.details, "ok": False, "error": error.code, "message": str(error)}
     return {"ok": True, **result}

@@ -3,7 +3,49 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    """Authentication throttling (:mod:`mailcore.throttle`): failures are counted per
+    client address and per account in fixed windows of ``window`` seconds.
+
+    An address's first ``address_free`` failures cost nothing; each one after waits
+    ``base_delay`` seconds, doubled per failure up to ``max_delay``; at ``address_limit``
+    failures the address is refused until its window ends. The same delays count for an
+    account from ``account_free``; at ``account_limit`` the account is refused to the
+    addresses that have failures, never to a fresh one (a guesser cannot lock its owner out).
+    """
+
+    window: int = 900
+    address_free: int = 5
+    address_limit: int = 30
+    account_free: int = 10
+    account_limit: int = 50
+    base_delay: int = 1
+    max_delay: int = 15
+
+    def delay(self, failures: int, free: int) -> int:
+        """Seconds the ``failures``-th failure is answered late, and the next try waits."""
+        over = failures - free
+        if over <= 0:
+            return 0
+        return min(self.max_delay, self.base_delay << min(over - 1, 30))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ThrottlePolicy:
+        defaults = cls()
+        return cls(
+            window=int(env.get("THROTTLE_WINDOW_SECONDS") or defaults.window),
+            address_free=int(env.get("THROTTLE_ADDRESS_FREE") or defaults.address_free),
+            address_limit=int(env.get("THROTTLE_ADDRESS_LIMIT") or defaults.address_limit),
+            account_free=int(env.get("THROTTLE_ACCOUNT_FREE") or defaults.account_free),
+            account_limit=int(env.get("THROTTLE_ACCOUNT_LIMIT") or defaults.account_limit),
+            base_delay=int(env.get("THROTTLE_BASE_DELAY") or defaults.base_delay),
+            max_delay=int(env.get("THROTTLE_MAX_DELAY") or defaults.max_delay),
+        )
 
 
 @dataclass(frozen=True)
@@ -34,6 +76,10 @@ class Settings:
     #: Backoff between attempts: the first wait, doubled each time up to the last.
     relay_retry_min: int = 300
     relay_retry_max: int = 4 * 3600
+    # -- authentication (functions/auth) --
+    #: The DynamoDB table of failure counters ("": no throttling, as for mailctl).
+    throttle_table: str = ""
+    throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -60,4 +106,6 @@ class Settings:
             relay_lifetime=int(env.get("RELAY_LIFETIME_SECONDS") or 5 * 24 * 3600),
             relay_retry_min=int(env.get("RELAY_RETRY_MIN_SECONDS") or 300),
             relay_retry_max=int(env.get("RELAY_RETRY_MAX_SECONDS") or 4 * 3600),
+            throttle_table=env.get("THROTTLE_TABLE", ""),
+            throttle=ThrottlePolicy.from_env(env),
         )

@@ -12,6 +12,7 @@ from mailcore.events import EventPublisher
 from mailcore.mailboxes import MailboxIndex
 from mailcore.messages import MessageIndex
 from mailcore.settings import Settings
+from mailcore.throttle import Throttle
 
 
 @dataclass
@@ -22,6 +23,8 @@ class Store:
     messages: MessageIndex
     blobs: BlobStore
     events: EventPublisher
+    #: Failed-login counters (the AuthFunction's; None where ``THROTTLE_TABLE`` is unset).
+    throttle: Throttle | None = None
 
     @classmethod
     def build(cls, settings: Settings, clients: Clients | None = None) -> Store:
@@ -36,6 +39,7 @@ class Store:
             messages=MessageIndex(dynamodb, settings.messages_table, mailboxes, blobs),
             blobs=blobs,
             events=EventPublisher(clients.events, settings.event_bus_name),
+            throttle=Throttle(dynamodb, settings.throttle_table, settings.throttle) if settings.throttle_table else None,
         )
 
     @classmethod

@@ -1,0 +1,3 @@
+"""The conversation fuzz talks to the same running gateway as tests/integration."""
+
+from tests.integration.conftest import function_transport, gateway, user  # noqa: F401
