@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 from mailcore import dynamo
 from mailcore.addresses import Address, normalize_domain, parse_address
 from mailcore.errors import AlreadyExists, AuthenticationFailed, InvalidInput, NotFound
-from mailcore.passwords import hash_password, needs_rehash, verify_password
+from mailcore.passwords import VERIFIED, VerifiedPasswords, hash_password, needs_rehash
 
 DOMAINS = "DOMAINS"
 
@@ -169,6 +169,8 @@ class Accounts:
     table: str
     #: None: the process's cache for this table (:func:`shared_cache`).
     cache: ResolutionCache | None = field(default=None, repr=False)
+    #: Logins this container verified lately (mailcore.passwords.VerifiedPasswords).
+    verified: VerifiedPasswords = field(default=VERIFIED, repr=False)
 
     def __post_init__(self) -> None:
         if self.cache is None:
@@ -333,7 +335,7 @@ class Accounts:
             reply = self.dynamodb.get_item(TableName=self.table, Key=dynamo.serialize(_user_key(addr)))
             item = dynamo.deserialize(reply.get("Item", {}))
         stored = item.get("password_hash")
-        if not verify_password(stored, password) or addr is None or stored is None:
+        if not self.verified.verify(stored, password) or addr is None or stored is None:
             raise AuthenticationFailed("authentication failed")
         if needs_rehash(stored):
             self._update_hash(addr, hash_password(password), must_exist=False)
