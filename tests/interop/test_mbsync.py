@@ -41,10 +41,11 @@ class Running:
 
 
 @contextlib.contextmanager
-def running_gateway(local_stack, tls_dir: Path) -> Iterator[Running]:
-    """A gateway of the caller's own, every listener on a free port, in a thread."""
+def running_gateway(local_stack, tls_dir: Path, proxy_protocol: frozenset[str] = frozenset()) -> Iterator[Running]:
+    """A gateway of the caller's own, every listener on a free port, in a thread;
+    ``proxy_protocol``: the listeners that expect a PROXY protocol header."""
     config = GatewayConfig(ports={name: 0 for name in LISTENERS}, hostname="localhost",
-                           mail_bucket=local_stack.resources["MailBucket"])
+                           mail_bucket=local_stack.resources["MailBucket"], proxy_protocol=proxy_protocol)
     functions = FunctionClient(InProcessTransport(local_stack.functions))
     gw = Gateway(config, functions, tls_dir=tls_dir)
     gw.services["imap"] = ImapSettings(auth_failure_delay=0.01, poll_interval=0.5)
