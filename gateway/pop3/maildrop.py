@@ -43,7 +43,7 @@ class Maildrop:
 
     @classmethod
     def from_listing(cls, user: str, result: dict[str, Any]) -> Maildrop:
-        """From the MailboxFunction ``messages`` result (mailbox and records in UID order)."""
+        """From the MailboxFunction's listing (``select``: the mailbox and its summaries)."""
         records = sorted(result["messages"], key=lambda r: int(r["uid"]))
         messages = [
             Message(n, int(r["uid"]), int(r.get("size", 0)), str(r.get("sha256", "")), SEEN in r.get("flags", []))

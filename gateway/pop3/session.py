@@ -6,11 +6,12 @@ commands (RFC 2449 §6.6) are answered strictly in order by the one loop that wr
 Which command is valid in which state is data (:data:`COMMANDS`); client input only
 ever selects an entry of that table.
 
-Costs per session, in function calls: login = Authenticate + LockMaildrop + ListMessages
-(the maildrop listing answers STAT, LIST and UIDL for the whole session); RETR and TOP
-read the blob through the gateway's shared cache (no call when cached); QUIT = one
-RemoveMessages per 250 deleted messages, one StoreFlags when messages became \\Seen, one
-UnlockMaildrop. The lease is renewed every ``lease_renew_seconds``.
+Costs per session, in function calls: login = Authenticate + LockMaildrop + one read-only
+SelectMailbox per 20,000 messages (the maildrop listing answers STAT, LIST and UIDL for
+the whole session); RETR and TOP read the blob through the gateway's shared cache (no
+call when cached); QUIT = one RemoveMessages per 250 deleted messages, one StoreFlags
+when messages became \\Seen, one UnlockMaildrop. The lease is renewed every
+``lease_renew_seconds``.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from mailcore.contracts import (
-    ListMessages,
     LockMaildrop,
     RemoveMessages,
     Request,
+    SelectMailbox,
     StoreFlags,
     UnlockMaildrop,
 )
@@ -220,11 +221,8 @@ class Session:
             raise PermanentError("Maildrop unavailable")
         self.locked_user = user
         try:
-            listing = await self._call("MailboxFunction", ListMessages(user, INBOX))
-            if not listing.get("ok"):
-                raise PermanentError("Maildrop unavailable")
             try:
-                maildrop = Maildrop.from_listing(user, listing)
+                maildrop = Maildrop.from_listing(user, await self._listing(user))
             except (KeyError, TypeError, ValueError) as error:
                 raise _server_error("maildrop listing outside the contract", error) from None
         except BaseException:
@@ -233,6 +231,23 @@ class Session:
         self._maildrop = maildrop
         self._renewal = asyncio.create_task(self._renew_lease(user))
         return maildrop
+
+    async def _listing(self, user: str) -> dict[str, Any]:
+        """The INBOX's summaries (UID, size, blob hash, flags), a page per call: each
+        answer stays far inside a Lambda payload's 6 MB however large the maildrop
+        (DESIGN.md contract 1). Read-only: POP3 claims no IMAP \\Recent (RFC 3501 §2.3.2)."""
+        page = self.settings.listing_page
+        listing = await self._call("MailboxFunction", SelectMailbox(user, INBOX, readonly=True, limit=page))
+        messages = list(listing.get("messages") or [])
+        while listing.get("ok") and listing.get("more") and messages:
+            after = int(messages[-1]["uid"])
+            listing = await self._call(
+                "MailboxFunction", SelectMailbox(user, INBOX, readonly=True, after_uid=after, limit=page)
+            )
+            messages += listing.get("messages") or []
+        if not listing.get("ok"):
+            raise PermanentError("Maildrop unavailable")
+        return {**listing, "messages": messages}
 
     async def cmd_stls(self, arg: str) -> Reply:
         """RFC 2595 §4 STLS: only before login and only once."""

@@ -45,6 +45,8 @@ class Pop3Settings(EnvSettings):
     #: After RETR n, start reading the next messages' blobs into the gateway's cache:
     #: clients (fetchmail, phones) retrieve one after another, and S3 answers in parallel.
     readahead: int = 4
+    #: Message summaries per listing call at login (0: the function's page, 20,000).
+    listing_page: int = 0
     #: Seconds a TLS handshake after STLS may take.
     tls_handshake_timeout: float = 30.0
 

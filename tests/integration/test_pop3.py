@@ -745,7 +745,7 @@ def test_auth_function_failure_is_sys_temp(gateway, monkeypatch, raw, user):
 def test_maildrop_failure_is_sys_temp_and_releases_the_lock(gateway, monkeypatch, raw, user, mails):
     functions = gateway.gateway.functions
     inner = functions.transport
-    monkeypatch.setattr(functions, "transport", FailingTransport(inner, "MailboxFunction", {"messages"}))
+    monkeypatch.setattr(functions, "transport", FailingTransport(inner, "MailboxFunction", {"select"}))
     assert raw_login(raw, user).startswith(b"-ERR [SYS/TEMP]")
     monkeypatch.setattr(functions, "transport", inner)
     assert raw_login(raw, user).startswith(b"+OK")  # not locked out by its own failed attempt
@@ -848,7 +848,7 @@ def test_stat_list_uidl_cost_no_aws_request_after_login(gateway, monkeypatch, us
     client.command(b"QUIT")
     client.close()
     # Authenticate: BatchGetItem (the throttle's counters) + GetItem; LockMaildrop: PutItem;
-    # ListMessages: GetItem + Query.
+    # the listing (a read-only SelectMailbox page): GetItem + Query.
     assert login_cost.snapshot() == {
         "dynamodb.BatchGetItem": 1,
         "dynamodb.GetItem": 2,

@@ -42,9 +42,11 @@ class Functions:
             return {"ok": True, "user": USER} if ok else {"ok": False, "error": "AUTHENTICATIONFAILED"}
         if request.op == "lock":
             return {"ok": False, "error": self.lock_error} if self.lock_error else {"ok": True, "expires_at": 1}
-        if request.op == "messages":
+        if request.op == "select":
             records = [{"uid": 10 + i, "size": len(m), "sha256": sha(m), "flags": []} for i, m in enumerate(MESSAGES)]
-            return {"ok": True, "mailbox": {"uidvalidity": 777}, "messages": records}
+            page = [r for r in records if r["uid"] > request.after_uid][: request.limit or len(records)]
+            more = bool(page) and page[-1]["uid"] < records[-1]["uid"]
+            return {"ok": True, "mailbox": {"uidvalidity": 777}, "messages": page, "more": more}
         if request.op == "remove":
             return {"ok": True, "removed": list(request.uids)}
         return {"ok": True}
@@ -123,7 +125,7 @@ async def test_login_locks_then_lists_the_maildrop():
     # GIVEN a new session WHEN USER/PASS succeed
     session, functions = await logged_in()
     # THEN the credentials were checked, the lease taken, the INBOX listed: in that order
-    assert functions.ops() == ["authenticate", "lock", "messages"]
+    assert functions.ops() == ["authenticate", "lock", "select"]
     lock = functions.calls[1][1]
     assert (lock.user, lock.owner, lock.seconds) == (USER, "pop.example.org/s1", 300)
     assert session.state is TRANSACTION
@@ -150,13 +152,26 @@ async def test_in_use_keeps_the_authorization_state():
     assert session.locked_user is None
 
 
+async def test_a_large_maildrop_is_listed_page_by_page():
+    # GIVEN pages of two summaries (a real maildrop's page is 20,000: each answer far
+    # inside a Lambda payload) WHEN the user logs in
+    session, functions = new_session()
+    session.settings = Pop3Settings(auth_failure_delay=0, listing_page=2)
+    await run(session, f"USER {USER}")
+    assert (await run(session, "PASS secret")).ok
+    # THEN the listing went on after the last UID of each page, and holds every message
+    pages = [request for _, request in functions.calls if request.op == "select"]
+    assert [(p.after_uid, p.limit, p.readonly) for p in pages] == [(0, 2, True), (11, 2, True)]
+    assert [m.uid for m in session.maildrop.messages] == [10, 11, 12]
+
+
 async def test_listing_failure_releases_the_lease():
     session, functions = new_session()
-    functions.failing = {"messages"}
+    functions.failing = {"select"}
     await run(session, f"USER {USER}")
     reply = await run(session, "PASS secret")
     assert reply.status.startswith("-ERR [SYS/TEMP] Temporary failure, try again later (ref ")
-    assert functions.ops() == ["authenticate", "lock", "messages", "unlock"]
+    assert functions.ops() == ["authenticate", "lock", "select", "unlock"]
     assert session.locked_user is None and session.state is AUTHORIZATION
 
 
