@@ -291,10 +291,10 @@ def test_auth_once_per_session_and_never_in_a_transaction_rfc4954_4(gateway, use
 
 
 def test_auth_function_failure_is_454(gateway, user, faults):  # noqa: F811
-    faults.fail("dynamodb.GetItem")  # the AuthFunction's read of the user
+    faults.fail("dynamodb.BatchGetItem")  # the AuthFunction's read of the user and its counters
     with connect(gateway, "submissions") as client:
         assert code(client.docmd("AUTH", "PLAIN " + b64(f"\0{user}\0{PASSWORD}"))) == expect(S454_TEMPORARY)
-        assert faults.failed == ["dynamodb.GetItem"]
+        assert faults.failed == ["dynamodb.BatchGetItem"]
         assert code(client.login(user, PASSWORD)) == expect(S235_AUTHENTICATED)
 
 

@@ -325,18 +325,31 @@ class Accounts:
         return addr
 
     def authenticate(self, username: str, password: str) -> str:
-        """Return the user's address, or raise AuthenticationFailed (never says which part was wrong)."""
-        try:
-            addr = parse_address(username)
-        except InvalidInput:
-            addr = None
+        """Return the user's address, or raise AuthenticationFailed (never says which part
+        was wrong). One GetItem (none for a name no user can have), then :meth:`verify`."""
+        key = self.credentials_key(username)
         item: dict[str, Any] = {}
-        if addr is not None:
-            reply = self.dynamodb.get_item(TableName=self.table, Key=dynamo.serialize(_user_key(addr)))
+        if key is not None:
+            reply = self.dynamodb.get_item(TableName=self.table, Key=dynamo.serialize(key))
             item = dynamo.deserialize(reply.get("Item", {}))
+        return self.verify(username, password, item)
+
+    @staticmethod
+    def credentials_key(username: str) -> dict[str, str] | None:
+        """The key of the item holding ``username``'s password hash; None for a name no
+        user can have."""
+        try:
+            return _user_key(parse_address(username))
+        except InvalidInput:
+            return None
+
+    def verify(self, username: str, password: str, item: Mapping[str, Any]) -> str:
+        """Check ``password`` against the user's item as read (empty: no such user, which
+        still costs a full verification); the user's address, or AuthenticationFailed."""
         stored = item.get("password_hash")
-        if not self.verified.verify(stored, password) or addr is None or stored is None:
+        if not self.verified.verify(stored, password) or stored is None:
             raise AuthenticationFailed("authentication failed")
+        addr = parse_address(username)
         if needs_rehash(stored):
             self._update_hash(addr, hash_password(password), must_exist=False)
         return str(addr)

@@ -23,18 +23,19 @@ address waits as long (``not_before``: a try before it is refused, so parallel
 connections gain nothing); at the address's limit the address is refused until the
 window ends. An account past its limit is refused to the addresses that have failures;
 a fresh address may still try (its failure is answered after the longest delay). A
-success resets the account's counter only: were the address's reset too, a guesser with an
-account of their own could log into it between guesses and be a fresh address again
-(a shared NAT address pays for that by counting its users' typos for one window). A refusal comes before the
-password hash is read or verified, so refused guesses cost no argon2 work.
+success resets the account's counter only: were the address's reset too, a guesser with
+an account of their own could log into it between guesses and be a fresh address again
+(a shared NAT address pays for that by counting its users' typos for one window). A
+refused try ends before the password is verified, so refused guesses cost no argon2 work.
 
-Costs, in DynamoDB requests per ``Authenticate``:
+Costs, in DynamoDB requests per ``Authenticate`` (the counters and the user's item are
+read together: BatchGetItem spans tables):
 
-- refused: 1 (BatchGetItem of both counters);
-- success: 2 (that BatchGetItem, GetItem of the user), plus 1 DeleteItem of the account's
-  counter when there was one (and the UpdateItem of a rehash, as without throttling);
-- failure: 4 (BatchGetItem, GetItem, one UpdateItem or PutItem per counter); a counter
-  that expired or appeared between the read and the write costs one request more.
+- refused: 1 (the BatchGetItem);
+- success: 1, plus 1 DeleteItem of the account's counter when there was one (and the
+  UpdateItem of a rehash, as without throttling);
+- failure: 3 (the BatchGetItem, one UpdateItem or PutItem per counter); a counter that
+  expired or appeared between the read and the write costs one request more.
 
 Concurrent failures may count one failure less or set an earlier ``not_before`` (the
 counters are read once and written without a transaction): the bounds are approximate by
@@ -47,7 +48,7 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -105,6 +106,8 @@ class Check:
     stored: tuple[str, ...] = ()
     #: Seconds until a try may succeed; 0: go on and check the password.
     retry_after: int = 0
+    #: The user's item, when :meth:`Throttle.check` read it in the same request ({}: none).
+    user: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def refused(self) -> bool:
@@ -119,11 +122,19 @@ class Throttle:
     #: Epoch seconds; tests move it past a window.
     clock: Callable[[], float] = time.time
 
-    def check(self, client_address: str, username: str) -> Check:
-        """Read both counters (one BatchGetItem) and decide whether this try may go on."""
+    def check(
+        self, client_address: str, username: str, user: tuple[str, Mapping[str, str]] | None = None
+    ) -> Check:
+        """Read both counters and decide whether this try may go on. ``user``: the (table,
+        key) of the user's item, read in the same BatchGetItem (BatchGetItem spans tables),
+        so that a login costs one read however it ends."""
         akey, ckey = address_key(client_address), account_key(username)
-        keys = [k for k in (akey, ckey) if k is not None]
-        items = {i["pk"]: i for i in dynamo.batch_get(self.dynamodb, self.table, [{"pk": k} for k in keys])}
+        wanted: dict[str, list[Mapping[str, str]]] = {self.table: [{"pk": k} for k in (akey, ckey) if k is not None]}
+        if user is not None:
+            wanted.setdefault(user[0], []).append(user[1])
+        found = _read(self.dynamodb, wanted)
+        items = {i["pk"]: i for i in found.get(self.table, [])}
+        user_item = next(iter(found.get(user[0], []) if user is not None else []), {})
         now = self.clock()
         live = {
             pk: Counter(int(i.get("failures", 0)), int(i["expires"]), int(i.get("not_before", 0)))
@@ -132,7 +143,7 @@ class Throttle:
         }
         address = live.get(akey) if akey else None
         account = live.get(ckey) if ckey else None
-        check = Check(akey, ckey, address, account, tuple(items))
+        check = Check(akey, ckey, address, account, tuple(items), user=user_item)
         return _with_retry_after(check, self.policy, now)
 
     def failed(self, check: Check) -> int:
@@ -187,6 +198,21 @@ class Throttle:
             ConditionExpression="attribute_not_exists(pk) OR expires <= :now",
             ExpressionAttributeValues=dynamo.values(now=int(now)),
         )
+
+
+def _read(dynamodb: Any, wanted: Mapping[str, list[Mapping[str, str]]]) -> dict[str, list[dict[str, Any]]]:
+    """One BatchGetItem over several tables (a few keys: far below its 100), retrying
+    unprocessed keys; table -> the items found."""
+    request: dict[str, Any] = {
+        table: {"Keys": [dynamo.serialize(dict(k)) for k in keys]} for table, keys in wanted.items() if keys
+    }
+    found: dict[str, list[dict[str, Any]]] = {}
+    while request:
+        reply = dynamodb.batch_get_item(RequestItems=request)
+        for table, items in reply["Responses"].items():
+            found.setdefault(table, []).extend(dynamo.deserialize(i) for i in items)
+        request = reply.get("UnprocessedKeys") or {}
+    return found
 
 
 def _with_retry_after(check: Check, policy: ThrottlePolicy, now: float) -> Check:
