@@ -12,8 +12,6 @@ import binascii
 import time
 from typing import Any
 
-from mailcore import dynamo
-from mailcore.blobstore import blob_key, ref_key
 from mailcore.contracts import Deliver, Request, Resolve
 from mailcore.errors import InvalidInput, NotFound
 from mailcore.mailboxes import INBOX
@@ -41,7 +39,9 @@ def deliver(store: Store, request: Deliver) -> dict[str, Any]:
     allocation, one transaction) and 1 PutEvents per 10 users; for a single recipient,
     3 requests and the event. Staged bytes add 1 GetObject; a recipient whose resolution
     is not cached adds 1 BatchGetItem. A retry in which every recipient is a duplicate
-    costs 1 GetItem more, plus a DeleteObject when its blob is unreferenced.
+    costs 1 UpdateItem more, plus 1 DeleteObject and 1 UpdateItem when its blob is
+    unreferenced (:meth:`BlobStore.delete_unreferenced`). A release of the same bytes
+    racing with the delivery costs it 1 GetItem, 1 PutObject and a transaction more.
     """
     raw = message_bytes(store, request)
     meta = analyze(raw)
@@ -51,14 +51,15 @@ def deliver(store: Store, request: Deliver) -> dict[str, Any]:
             users.setdefault(user, recipient)
     if not users:
         raise NotFound("no local recipient")
-    sha = store.blobs.put(raw)
+    blob = store.blobs.write(raw)
+    sha = blob.sha256
     now = int(time.time())
     item = meta.to_item()
     deliveries = []
     for user, recipient in users.items():
         message = NewMessage(sha256=sha, size=len(raw), meta=item, internaldate=now)
         key = f"{request.dedup_key}" if request.dedup_key else None
-        uids = store.messages.append(user, INBOX, [message], dedup_key=key)
+        uids = store.messages.append(user, INBOX, [message], dedup_key=key, written=[blob])
         deliveries.append(
             {
                 "recipient": recipient,
@@ -73,7 +74,7 @@ def deliver(store: Store, request: Deliver) -> dict[str, Any]:
         # our 250 was lost). Its bytes differ from the first attempt's only in the trace
         # fields the gateway adds, so this blob is the retry's own: drop it unless the
         # first attempt stored the very same bytes (then it has references and stays).
-        _discard_if_unreferenced(store, sha)
+        store.blobs.delete_unreferenced(sha)
     store.events.publish(
         "MessageReceived",
         [
@@ -106,20 +107,6 @@ def message_bytes(store: Store, request: Deliver) -> bytes:
     if not request.staging_key:
         raise InvalidInput("deliver: neither staging_key nor message")
     return store.blobs.read_staging(request.staging_key)
-
-
-def _discard_if_unreferenced(store: Store, sha: str) -> None:
-    """Delete the blob ``sha`` when no index entry references it: 1 GetItem (+1 DeleteObject).
-
-    Same known limit as :meth:`BlobStore.release`: a delivery of the very same bytes
-    racing with this check could lose them. Our blobs carry the gateway's per-transaction
-    Received line, so no other delivery has the same bytes.
-    """
-    blobs = store.blobs
-    reply = blobs.dynamodb.get_item(TableName=blobs.refs_table, Key=dynamo.serialize(ref_key(sha)), ConsistentRead=True)
-    item = dynamo.deserialize(reply["Item"]) if "Item" in reply else {}
-    if item.get("refs", 0) <= 0:
-        blobs.s3.delete_object(Bucket=blobs.bucket, Key=blob_key(sha))
 
 
 OPERATIONS: dict[type[Request], Any] = {Resolve: resolve, Deliver: deliver}

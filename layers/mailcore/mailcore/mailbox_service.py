@@ -74,10 +74,11 @@ def remove(store: Store, r: c.RemoveMessages) -> dict[str, Any]:
 def append(store: Store, r: c.Append) -> dict[str, Any]:
     """RFC 3501 §6.3.11 APPEND; the UID for RFC 4315 APPENDUID."""
     raw = store.blobs.read_staging(r.staging_key)
+    blob = store.blobs.write(raw)
     message = NewMessage(
-        store.blobs.put(raw), len(raw), analyze(raw).to_item(), list(r.flags), r.internaldate or int(time.time())
+        blob.sha256, len(raw), analyze(raw).to_item(), list(r.flags), r.internaldate or int(time.time())
     )
-    (uid,) = store.messages.append(r.user, r.mailbox, [message])
+    (uid,) = store.messages.append(r.user, r.mailbox, [message], written=[blob])
     mailbox = store.mailboxes.get(r.user, r.mailbox)
     return {"uid": uid, "uidvalidity": mailbox.uidvalidity}
 

@@ -21,11 +21,22 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mailcore import dynamo
-from mailcore.blobstore import BlobStore
+from mailcore.blobstore import (
+    PUT_MARGIN,
+    REF_ROUNDS,
+    BlobBusy,
+    BlobStore,
+    RefCondition,
+    Written,
+    referenced,
+    rewritten,
+    written_since,
+)
 from mailcore.errors import InvalidInput, NotFound
 from mailcore.mailboxes import Allocation, Mailbox, MailboxIndex, mailbox_key
 
@@ -129,34 +140,110 @@ class MessageIndex:
 
     # -- writing ----------------------------------------------------------------
 
-    def append(self, user: str, name: str, messages: list[NewMessage], dedup_key: str | None = None) -> list[int]:
+    def append(
+        self,
+        user: str,
+        name: str,
+        messages: list[NewMessage],
+        dedup_key: str | None = None,
+        written: Sequence[Written] = (),
+    ) -> list[int]:
         """Index ``messages`` in a mailbox: one UpdateItem for UIDs, then one transaction
-        per 32 messages. With ``dedup_key`` a repeated call delivers nothing and returns []."""
+        per 32 messages. With ``dedup_key`` a repeated call delivers nothing and returns [].
+
+        ``written`` are the blobs the caller has just put (:meth:`BlobStore.write`): if a
+        release deleted one meanwhile, it is put again (:mod:`mailcore.blobstore`), for
+        1 GetItem, 1 PutObject and the transaction again. Blobs not in ``written`` must have
+        been put within the last :data:`~mailcore.blobstore.PUT_MARGIN` seconds, or that
+        race is a :class:`~mailcore.blobstore.BlobBusy` failure."""
+        blobs = {w.sha256: w for w in written}
+        return [uid for _, uid in self._index(user, name, messages, dedup_key, blobs.get)]
+
+    def _index(
+        self,
+        user: str,
+        name: str,
+        messages: list[NewMessage],
+        dedup_key: str | None,
+        claim: Callable[[str], Written | None] | None,
+    ) -> list[tuple[int, int]]:
+        """(position in ``messages``, UID) of each message indexed. ``claim`` tells which
+        blobs the caller wrote; None: the caller wrote none and only adds references to
+        blobs that still have some (COPY), leaving out the messages whose blob has none."""
         for m in messages:
             m.flags = validate_flags(m.flags)
+        now = int(time.time())  # before allocating: the default ``put_at`` errs early
         alloc = self.mailboxes.allocate(user, name, len(messages))
-        uids = list(range(alloc.first_uid, alloc.first_uid + len(messages)))
-        now = int(time.time())
+        numbered = [(i, alloc.first_uid + i, m) for i, m in enumerate(messages)]
+        indexed: list[tuple[int, int]] = []
         for start in range(0, len(messages), _MESSAGES_PER_TRANSACTION):
-            chunk = messages[start : start + _MESSAGES_PER_TRANSACTION]
-            actions = [a for uid, m in zip(uids[start:], chunk) for a in self._put_actions(alloc, uid, m, now)]
-            actions.append(
-                self.mailboxes.counts_action(alloc.mailbox, len(chunk), sum(SEEN not in m.flags for m in chunk))
-            )
-            refs = Counter(m.sha256 for m in chunk)
-            actions += [self.blobs.add_refs_action(sha, n) for sha, n in refs.items()]
+            dedup = None
             if dedup_key is not None and start == 0:
-                actions.append(self._dedup_action(alloc.mailbox, dedup_key, uids[0], now))
+                dedup = self._dedup_action(alloc.mailbox, dedup_key, alloc.first_uid, now)
+            chunk = numbered[start : start + _MESSAGES_PER_TRANSACTION]
+            done = self._commit(alloc, name, chunk, dedup, claim, now)
+            if done is None:
+                return []  # RFC 5321 §4.1.1.4 retry of a delivery we already made
+            indexed += done
+        return indexed
+
+    def _commit(
+        self,
+        alloc: Allocation,
+        name: str,
+        chunk: list[tuple[int, int, NewMessage]],
+        dedup: dict[str, Any] | None,
+        claim: Callable[[str], Written | None] | None,
+        now: int,
+    ) -> list[tuple[int, int]] | None:
+        """One chunk's transaction, retried while a racing release deleted a blob it names
+        (:mod:`mailcore.blobstore`). None if ``dedup`` found the delivery made."""
+        conditions: dict[str, RefCondition] = {}
+        for _ in range(REF_ROUNDS):
+            if not chunk:
+                return []
+            refs = Counter(m.sha256 for _, _, m in chunk)
+            actions = [a for _, uid, m in chunk for a in self._put_actions(alloc, uid, m, now)]
+            actions.append(
+                self.mailboxes.counts_action(alloc.mailbox, len(chunk), sum(SEEN not in m.flags for _, _, m in chunk))
+            )
+            first_ref = len(actions)
+            for sha, n in refs.items():
+                condition = conditions.get(sha) or self._ref_condition(sha, claim, now)
+                actions.append(self.blobs.add_refs_action(sha, n, condition))
+            if dedup is not None:
+                actions.append(dedup)
             try:
                 dynamo.transact(self.dynamodb, actions)
             except self.dynamodb.exceptions.TransactionCanceledException as error:
                 codes = dynamo.cancellation_codes(error)
-                if dedup_key is not None and codes and codes[-1] == "ConditionalCheckFailed":
-                    return []  # RFC 5321 §4.1.1.4 retry of a delivery we already made
-                if "ConditionalCheckFailed" in codes:
+                if dedup is not None and codes and codes[-1] == "ConditionalCheckFailed":
+                    return None
+                if "ConditionalCheckFailed" in codes[:first_ref]:
                     raise NotFound(f"mailbox {name} was deleted") from None
-                raise
-        return uids
+                refused = [sha for sha, code in zip(refs, codes[first_ref:]) if code == "ConditionalCheckFailed"]
+                if not refused:
+                    raise
+                for sha in refused:
+                    if claim is None:
+                        chunk = [c for c in chunk if c[2].sha256 != sha]  # its source message is gone
+                        continue
+                    written = claim(sha)
+                    if written is None:
+                        raise BlobBusy(f"blob {sha} was deleted after it was put") from None
+                    conditions[sha] = rewritten(self.blobs.settle(sha))
+                    self.blobs.put(written.data)
+                continue
+            return [(i, uid) for i, uid, _ in chunk]
+        raise BlobBusy("blobs deleted again and again while indexing")
+
+    @staticmethod
+    def _ref_condition(sha: str, claim: Callable[[str], Written | None] | None, now: int) -> RefCondition:
+        """A first attempt's condition for adding references to ``sha``."""
+        if claim is None:
+            return referenced()
+        written = claim(sha)
+        return written_since(written.put_at if written else now - PUT_MARGIN)
 
     def _put_actions(self, alloc: Allocation, uid: int, m: NewMessage, now: int) -> list[dict[str, Any]]:
         item = {
@@ -297,14 +384,16 @@ class MessageIndex:
         return removed
 
     def copy(self, user: str, source: str, uids: list[int], target: str) -> list[tuple[int, int]]:
-        """RFC 3501 §6.4.7 COPY with RFC 4315 §3 COPYUID pairs (source UID, new UID)."""
+        """RFC 3501 §6.4.7 COPY with RFC 4315 §3 COPYUID pairs (source UID, new UID).
+
+        A message expunged meanwhile is left out, as one not found is: its blob, released
+        to zero, takes no new reference (:func:`~mailcore.blobstore.referenced`)."""
         src = self.mailboxes.get(user, source)
         records = sorted(self.get(src.mailbox_id, uids), key=lambda r: r.uid)
         if not records:
             return []
         news = [NewMessage(r.sha256, r.size, r.meta or {}, r.flags, r.internaldate) for r in records]
-        new_uids = self.append(user, target, news)
-        return [(r.uid, u) for r, u in zip(records, new_uids)]
+        return [(records[i].uid, uid) for i, uid in self._index(user, target, news, None, None)]
 
     def move(self, user: str, source: str, uids: list[int], target: str) -> list[tuple[int, int]]:
         """RFC 6851 §3.1 MOVE: copy, then expunge the originals."""

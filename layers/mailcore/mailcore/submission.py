@@ -250,8 +250,7 @@ def submit(store: Store, request: Submit, queue: OutboundQueue | None = None) ->
         inline = len(final) <= settings.outbound_inline_limit
         if not inline:
             # The queue's reference keeps the bytes while any record needs them.
-            store.blobs.put(final)
-            store.blobs.dynamodb.update_item(**store.blobs.add_refs_action(sha, len(by_domain))["Update"])
+            store.blobs.add_refs(store.blobs.write(final), len(by_domain))
         now = int(time.time())
         for domain, indexes in by_domain.items():
             records.append(
@@ -312,9 +311,9 @@ def _deliver_locally(
 
 def _save_sent(store: Store, principal: Address, final: bytes, dedup: str) -> int | None:
     """A copy in the user's Sent mailbox (\\Seen): SAVE_SENT, for clients that do not APPEND it."""
-    sha = store.blobs.put(final)
-    message = NewMessage(sha, len(final), analyze(final).to_item(), ["\\Seen"], int(time.time()))
-    uids = store.messages.append(str(principal), SENT, [message], dedup_key=f"sent:{dedup}")
+    written = store.blobs.write(final)
+    message = NewMessage(written.sha256, len(final), analyze(final).to_item(), ["\\Seen"], int(time.time()))
+    uids = store.messages.append(str(principal), SENT, [message], dedup_key=f"sent:{dedup}", written=[written])
     return uids[0] if uids else None
 
 
