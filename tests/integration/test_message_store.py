@@ -3,6 +3,7 @@ the DESIGN.md contract that each operation costs a known number of AWS requests.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,41 @@ def test_inline_delivery_costs_three_requests_and_the_event(store, domain, user)
     # AND a retry delivers nothing new (contract 3)
     assert deliver(store, request)["deliveries"][0]["duplicate"] is True
     assert store.mailboxes.get(user, "INBOX").messages == 1
+
+
+def test_a_retry_after_the_event_failed_publishes_it_again(store, domain, user, monkeypatch):
+    # GIVEN a delivery indexed but whose PutEvents failed (the client was told 451)
+    events = store.events.events
+    real_put_events = events.put_events
+    published: list[dict] = []
+
+    def failing(**kwargs):
+        raise RuntimeError("EventBridge unavailable")
+
+    monkeypatch.setattr(events, "put_events", failing)
+    first = RAW + b"first attempt\r\n"
+    with pytest.raises(RuntimeError):
+        deliver(store, Deliver("", "a@example.org", [user], dedup_key=f"evt-{domain}", message=encode(first)))
+    assert store.mailboxes.get(user, "INBOX").messages == 1
+
+    def recording(**kwargs):
+        published.extend(kwargs["Entries"])
+        return real_put_events(**kwargs)
+
+    monkeypatch.setattr(events, "put_events", recording)
+    # WHEN the client retries (its bytes differ in our trace fields, its dedup key does not)
+    retry = RAW + b"second attempt\r\n"
+    with count_requests() as counter:
+        result = deliver(store, Deliver("", "a@example.org", [user], dedup_key=f"evt-{domain}", message=encode(retry)))
+    # THEN nothing is indexed twice, and the event of the first delivery is published
+    assert result["deliveries"][0]["duplicate"] is True
+    assert store.mailboxes.get(user, "INBOX").messages == 1
+    (entry,) = published
+    detail = json.loads(entry["Detail"])
+    assert entry["DetailType"] == "MessageReceived"
+    assert (detail["user"], detail["uid"], detail["sha256"], detail["size"]) == (user, 1, sha256_hex(first), len(first))
+    # the retry's own blob dropped (2 UpdateItems, DeleteObject); the marker read (2 GetItems)
+    assert counter.counts["dynamodb.GetItem"] == 2 and counter.counts["eventbridge.PutEvents"] == 1
 
 
 def encode(raw: bytes) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from mailcore.contracts import Deliver, Request, Resolve
 from mailcore.errors import InvalidInput, NotFound
 from mailcore.mailboxes import INBOX
-from mailcore.messages import NewMessage
+from mailcore.messages import Delivered, NewMessage
 from mailcore.mime import analyze
 from mailcore.store import Store
 
@@ -40,7 +40,8 @@ def deliver(store: Store, request: Deliver) -> dict[str, Any]:
     3 requests and the event. Staged bytes add 1 GetObject; a recipient whose resolution
     is not cached adds 1 BatchGetItem. A retry in which every recipient is a duplicate
     costs 1 UpdateItem more, plus 1 DeleteObject and 1 UpdateItem when its blob is
-    unreferenced (:meth:`BlobStore.delete_unreferenced`). A release of the same bytes
+    unreferenced (:meth:`BlobStore.delete_unreferenced`), and 2 GetItems per duplicate
+    recipient to publish its event again. A release of the same bytes
     racing with the delivery costs it 1 GetItem, 1 PutObject and a transaction more.
     """
     raw = message_bytes(store, request)
@@ -56,42 +57,37 @@ def deliver(store: Store, request: Deliver) -> dict[str, Any]:
     now = int(time.time())
     item = meta.to_item()
     deliveries = []
+    events = []
     for user, recipient in users.items():
         message = NewMessage(sha256=sha, size=len(raw), meta=item, internaldate=now)
         key = f"{request.dedup_key}" if request.dedup_key else None
         uids = store.messages.append(user, INBOX, [message], dedup_key=key, written=[blob])
-        deliveries.append(
-            {
-                "recipient": recipient,
-                "user": user,
-                "mailbox": INBOX,
-                "uid": uids[0] if uids else None,
-                "duplicate": not uids,
-            }
-        )
+        delivery = {"recipient": recipient, "user": user, "mailbox": INBOX, "uid": uids[0] if uids else None}
+        deliveries.append({**delivery, "duplicate": not uids})
+        stored: Delivered | None = Delivered(uids[0], sha, len(raw)) if uids else None
+        if not uids and key is not None:
+            # A retry of a delivery made (RFC 5321 §4.1.1.4): its event is published
+            # again, as the first attempt may have failed right after indexing (its
+            # PutEvents, hence our 451). At least once: a consumer keys on user, mailbox, uid.
+            stored = store.messages.delivered(user, INBOX, key)
+        if stored is not None:
+            events.append(
+                {
+                    **delivery,
+                    "uid": stored.uid,
+                    "size": stored.size or len(raw),
+                    "sha256": stored.sha256 or sha,
+                    "sender": request.sender,
+                    "message_id": meta.message_id,
+                }
+            )
     if all(d["duplicate"] for d in deliveries):
         # A client's retry of a transaction we had already delivered (RFC 5321 §4.1.1.4:
         # our 250 was lost). Its bytes differ from the first attempt's only in the trace
         # fields the gateway adds, so this blob is the retry's own: drop it unless the
         # first attempt stored the very same bytes (then it has references and stays).
         store.blobs.delete_unreferenced(sha)
-    store.events.publish(
-        "MessageReceived",
-        [
-            {
-                "recipient": d["recipient"],
-                "user": d["user"],
-                "mailbox": d["mailbox"],
-                "uid": d["uid"],
-                "size": len(raw),
-                "sha256": sha,
-                "sender": request.sender,
-                "message_id": meta.message_id,
-            }
-            for d in deliveries
-            if not d["duplicate"]
-        ],
-    )
+    store.events.publish("MessageReceived", events)
     return {"sha256": sha, "size": len(raw), "deliveries": deliveries}
 
 

@@ -77,6 +77,15 @@ def validate_flags(flags: list[str]) -> list[str]:
     return sorted({canon.get(f.lower(), f) for f in flags})
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """What a delivery's marker remembers of the message it indexed."""
+
+    uid: int
+    sha256: str
+    size: int
+
+
 @dataclass
 class NewMessage:
     """A message to index: its bytes are already in the blob store under ``sha256``."""
@@ -179,7 +188,7 @@ class MessageIndex:
         for start in range(0, len(messages), _MESSAGES_PER_TRANSACTION):
             dedup = None
             if dedup_key is not None and start == 0:
-                dedup = self._dedup_action(alloc.mailbox, dedup_key, alloc.first_uid, now)
+                dedup = self._dedup_action(alloc.mailbox, dedup_key, alloc.first_uid, messages[0], now)
             chunk = numbered[start : start + _MESSAGES_PER_TRANSACTION]
             done = self._commit(alloc, name, chunk, dedup, claim, now)
             if done is None:
@@ -267,8 +276,29 @@ class MessageIndex:
             for i in (item, meta)
         ]
 
-    def _dedup_action(self, mailbox: Mailbox, key: str, uid: int, now: int) -> dict[str, Any]:
-        item = {"pk": f"DELIVERY#{mailbox.mailbox_id}", "sk": key, "uid": uid, "expires_at": now + DEDUP_SECONDS}
+    def delivered(self, user: str, name: str, dedup_key: str) -> Delivered | None:
+        """What the delivery made under ``dedup_key`` indexed (its marker lives
+        :data:`DEDUP_SECONDS`); None once forgotten. 2 GetItems: the mailbox, the marker."""
+        mailbox = self.mailboxes.get(user, name)
+        reply = self.dynamodb.get_item(
+            TableName=self.mailboxes.table,
+            Key=dynamo.serialize({"pk": f"DELIVERY#{mailbox.mailbox_id}", "sk": dedup_key}),
+            ConsistentRead=True,
+        )
+        marker = dynamo.deserialize(reply.get("Item", {}))
+        if "uid" not in marker:
+            return None
+        return Delivered(int(marker["uid"]), str(marker.get("sha256", "")), int(marker.get("size", 0)))
+
+    def _dedup_action(self, mailbox: Mailbox, key: str, uid: int, first: NewMessage, now: int) -> dict[str, Any]:
+        item = {
+            "pk": f"DELIVERY#{mailbox.mailbox_id}",
+            "sk": key,
+            "uid": uid,
+            "sha256": first.sha256,
+            "size": first.size,
+            "expires_at": now + DEDUP_SECONDS,
+        }
         return {
             "Put": {
                 "TableName": self.mailboxes.table,
