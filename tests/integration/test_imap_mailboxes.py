@@ -246,6 +246,44 @@ def test_status(imap, store, function_transport, user):
     assert typ == "NO" and data[0].startswith(b"[NONEXISTENT]")
 
 
+def test_status_recent_counts_what_no_session_has_seen(imap_gateway, imap, store, function_transport, user):
+    from mailcore.accounting import count_requests
+
+    from tests.integration.test_imap_support import connect
+
+    # GIVEN two new messages WHEN STATUS asks for RECENT THEN both are (RFC 3501 §6.3.10)
+    deliver(store, function_transport, user, message())
+    deliver(store, function_transport, user, message())
+    with count_requests() as counter:
+        typ, data = imap.status("INBOX", "(RECENT MESSAGES)")
+    assert (typ, data) == ("OK", [b'"INBOX" (RECENT 2 MESSAGES 2)'])
+    assert counter.snapshot() == {"dynamodb.GetItem": 1, "dynamodb.Query": 1}  # the count
+    with count_requests() as counter:
+        assert imap.status("INBOX", "(MESSAGES)")[1] == [b'"INBOX" (MESSAGES 2)']
+    assert counter.snapshot() == {"dynamodb.GetItem": 1}  # no RECENT, no count
+    # AND once a session selected the mailbox, none is; a third arrives and is
+    other = connect(imap_gateway)
+    other.login(user, PASSWORD)
+    other.select("INBOX")
+    deliver(store, function_transport, user, message())
+    assert imap.status("INBOX", "(RECENT)")[1] == [b'"INBOX" (RECENT 1)']
+    other.logout()
+
+
+def test_rename_keeps_the_recent_mark(imap):
+    imap.create("Before")
+    imap.append("Before", None, None, message("one"))
+    imap.select("Before")
+    assert imap.untagged_responses["RECENT"] == [b"1"]
+    imap.close()
+    assert imap.rename("Before", "After")[0] == "OK"
+    # RFC 3501 §2.3.2: the message was seen as \Recent by a session; a rename does not
+    # make it new again
+    assert imap.status("After", "(RECENT MESSAGES)")[1] == [b'"After" (RECENT 0 MESSAGES 1)']
+    imap.select("After")
+    assert imap.untagged_responses["RECENT"] == [b"0"]
+
+
 def test_append_with_flags_and_date(imap):
     raw = message("appended")
     typ, data = imap.append("Drafts", "(\\Draft \\Seen $Label)", imaplib.Time2Internaldate(time.mktime((2020, 5, 17, 10, 0, 0, 0, 0, -1))), raw)

@@ -8,7 +8,7 @@ principal's own partition, so no argument can reach another user's mailbox.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mailcore.contracts import (
     Append,
@@ -182,12 +182,13 @@ def _list_line(keyword: str, e: Entry, args: syntax.ListCommand, percent: bool) 
     return f"* {keyword} ({' '.join(attrs)}) \"{DELIMITER}\" ".encode() + encode_name(e.name) + extra + b"\r\n"
 
 
-def _status_values(mailbox: dict[str, object], items: tuple[str, ...]) -> list[str]:
+def _status_values(mailbox: dict[str, Any], items: tuple[str, ...]) -> list[str]:
     values = {
         "MESSAGES": mailbox.get("messages", 0),
-        # Deviation from RFC 3501 §6.3.10: RECENT is 0 here (the \Recent mark is claimed
-        # and counted by SELECT only).
-        "RECENT": 0,
+        # RFC 3501 §6.3.10: counted by the function for STATUS; for LIST-STATUS (RFC 5819,
+        # one listing for every mailbox) the UIDs no session has seen as \Recent, an upper
+        # bound when some of them were expunged without a SELECT (POP3).
+        "RECENT": mailbox.get("recent", _unclaimed(mailbox)),
         "UIDNEXT": mailbox.get("uidnext", 1),
         "UIDVALIDITY": mailbox.get("uidvalidity", 0),
         "UNSEEN": mailbox.get("unseen", 0),
@@ -196,7 +197,13 @@ def _status_values(mailbox: dict[str, object], items: tuple[str, ...]) -> list[s
     return [f"{item} {values[item]}" for item in items]
 
 
-def _status_line(name: str, mailbox: dict[str, object], items: tuple[str, ...]) -> bytes:
+def _unclaimed(mailbox: dict[str, Any]) -> int:
+    """The UIDs no session has seen as \\Recent, at most the messages there are."""
+    unclaimed = int(mailbox.get("uidnext", 1)) - int(mailbox.get("recent_uid", 1))
+    return max(0, min(int(mailbox.get("messages", 0)), unclaimed))
+
+
+def _status_line(name: str, mailbox: dict[str, Any], items: tuple[str, ...]) -> bytes:
     return b"* STATUS " + encode_name(name) + (" (" + " ".join(_status_values(mailbox, items)) + ")\r\n").encode()
 
 
@@ -206,7 +213,7 @@ async def cmd_status(s: Session, c: syntax.Command) -> Response:
     name = decode_name(args.mailbox)
     if "HIGHESTMODSEQ" in args.items:
         s.condstore = True
-    result = await s.call(Status(_user(s), name))
+    result = await s.call(Status(_user(s), name, recent="RECENT" in args.items))
     return ok("STATUS completed", untagged=[_status_line(result["mailbox"]["name"], result["mailbox"], args.items)])
 
 

@@ -125,7 +125,10 @@ class Subscribe(MailboxRequest):
 
 @dataclass(frozen=True)
 class Status(MailboxRequest):
+    """RFC 3501 §6.3.10; ``recent``: also count the \\Recent messages (one Query more)."""
+
     op: ClassVar[str] = "status"
+    recent: bool = False
 
 
 @dataclass(frozen=True)

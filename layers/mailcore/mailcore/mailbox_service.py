@@ -41,7 +41,13 @@ def subscribe(store: Store, r: c.Subscribe) -> dict[str, Any]:
 
 
 def status(store: Store, r: c.Status) -> dict[str, Any]:
-    return {"mailbox": store.mailboxes.get(r.user, r.mailbox).to_dict()}
+    """RFC 3501 §6.3.10: one GetItem; with ``recent``, one Query (COUNT) more for the
+    messages no session has seen as \\Recent yet."""
+    mailbox = store.mailboxes.get(r.user, r.mailbox)
+    result = mailbox.to_dict()
+    if r.recent:
+        result["recent"] = store.messages.count_from(mailbox.mailbox_id, mailbox.recent_uid)
+    return {"mailbox": result}
 
 
 def messages(store: Store, r: c.ListMessages) -> dict[str, Any]:

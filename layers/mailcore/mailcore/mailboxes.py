@@ -87,6 +87,9 @@ class Mailbox:
     unseen: int = 0
     special_use: str | None = None
     subscribed: bool = True
+    #: RFC 3501 §2.3.2: the first UID no session has seen as \\Recent (a read-write
+    #: SELECT moves it to UIDNEXT); kept across RENAME.
+    recent_uid: int = 1
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Mailbox:

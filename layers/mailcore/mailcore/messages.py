@@ -469,6 +469,23 @@ class MessageIndex:
             return _with_meta(items + between(meta_pk(mailbox_id)), mailbox_id)
         return [MessageRecord.from_item(i) for i in items]
 
+    def count_from(self, mailbox_id: str, first_uid: int) -> int:
+        """How many messages have ``uid >= first_uid``: a Query (COUNT) per 1 MB of keys."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND uid >= :u",
+            "ExpressionAttributeValues": dynamo.values(pk=mailbox_id, u=first_uid),
+            "Select": "COUNT",
+            "ConsistentRead": True,
+        }
+        count = 0
+        while True:
+            page = self.dynamodb.query(**kwargs)
+            count += int(page.get("Count", 0))
+            if "LastEvaluatedKey" not in page:
+                return count
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def get(self, mailbox_id: str, uids: list[int]) -> list[MessageRecord]:
         """Full records (with metadata) of some UIDs: one BatchGetItem per 50."""
         wanted = sorted(set(uids))
