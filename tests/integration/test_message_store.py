@@ -126,6 +126,25 @@ def test_a_retry_after_the_event_failed_publishes_it_again(store, domain, user, 
     assert counter.counts["dynamodb.GetItem"] == 2 and counter.counts["eventbridge.PutEvents"] == 1
 
 
+def test_the_messages_listing_comes_in_pages(store, domain, user, monkeypatch):
+    from mailcore import mailbox_service
+    from mailcore.contracts import ListMessages
+
+    for n in range(5):
+        deliver(store, Deliver("", "a@example.org", [user], message=encode(RAW + b"page %d\r\n" % n)))
+    monkeypatch.setattr(mailbox_service, "SELECT_PAGE", 2)
+    # WHEN the listing is asked page by page, each from the last UID + 1
+    uids, first = [], 1
+    while True:
+        page = mailbox_service.messages(store, ListMessages(user, "INBOX", first=first))
+        uids += [m["uid"] for m in page["messages"]]
+        if not page["more"]:
+            break
+        first = uids[-1] + 1
+    # THEN every message came once, two at a time (each answer stays inside Lambda's 6 MB)
+    assert uids == [1, 2, 3, 4, 5]
+
+
 def encode(raw: bytes) -> str:
     import base64
 

@@ -133,7 +133,8 @@ class Status(MailboxRequest):
 
 @dataclass(frozen=True)
 class ListMessages(MailboxRequest):
-    """UIDs, flags, sizes and MODSEQs of messages ``first..last`` (no bodies, no MIME)."""
+    """UIDs, flags, sizes and MODSEQs of messages ``first..last`` (no bodies, no MIME), a
+    page of at most 20,000 (``more``: ask again from the last UID + 1)."""
 
     op: ClassVar[str] = "messages"
     first: int = 1

@@ -18,6 +18,7 @@ the same transaction as its message, lives apart so that a message item stays ne
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections import Counter
@@ -448,21 +449,26 @@ class MessageIndex:
     # -- reading ----------------------------------------------------------------
 
     def list_range(
-        self, mailbox_id: str, first: int = 1, last: int | None = None, with_meta: bool = False
+        self,
+        mailbox_id: str,
+        first: int = 1,
+        last: int | None = None,
+        with_meta: bool = False,
+        limit: int | None = None,
     ) -> list[MessageRecord]:
-        """Messages with ``first <= uid <= last`` in UID order: one Query per 1 MB page
-        (about 10,000 messages), and as many again over the metadata with ``with_meta``."""
+        """Messages with ``first <= uid <= last`` in UID order, the first ``limit`` of them:
+        one Query per 1 MB page (about 10,000 messages), and as many again over the
+        metadata with ``with_meta``."""
 
         def between(pk: str) -> list[dict[str, Any]]:
-            return list(
-                dynamo.query(
-                    self.dynamodb,
-                    TableName=self.table,
-                    KeyConditionExpression="pk = :pk AND uid BETWEEN :a AND :b",
-                    ExpressionAttributeValues=dynamo.values(pk=pk, a=first, b=last if last is not None else 2**32),
-                    ConsistentRead=True,
-                )
+            items = dynamo.query(
+                self.dynamodb,
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk AND uid BETWEEN :a AND :b",
+                ExpressionAttributeValues=dynamo.values(pk=pk, a=first, b=last if last is not None else 2**32),
+                ConsistentRead=True,
             )
+            return list(itertools.islice(items, limit))
 
         items = between(mailbox_id)
         if with_meta:
