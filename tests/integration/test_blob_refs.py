@@ -60,6 +60,24 @@ def deliver_inline(store, user: str, body: bytes) -> dict:
     return deliver(store, Deliver("", "a@example.org", [user], message=base64.b64encode(body).decode()))
 
 
+def put_during_the_last_release(store, monkeypatch, owner: str, body: bytes) -> list[blobstore.Written]:
+    """Index ``body`` for ``owner``, then expunge it; a writer of the very same bytes does
+    its PutObject just before the release's DeleteObject. What that writer wrote."""
+    uid = index(store, owner, store.blobs.write(body), written=[])
+    writes: list[blobstore.Written] = []
+    real_delete = store.blobs.s3.delete_object
+
+    def put_then_delete(**kwargs):
+        writes.append(store.blobs.write(body))
+        return real_delete(**kwargs)
+
+    monkeypatch.setattr(store.blobs.s3, "delete_object", put_then_delete)
+    assert expunge(store, owner, uid) == [uid]
+    monkeypatch.setattr(store.blobs.s3, "delete_object", real_delete)
+    assert len(writes) == 1
+    return writes
+
+
 @pytest.fixture
 def no_pause(monkeypatch):
     """Fails the test if a writer waits for a running deletion."""
@@ -69,20 +87,10 @@ def no_pause(monkeypatch):
 def test_a_put_before_the_last_release_deletes_is_put_again_and_survives(store, domain, monkeypatch, no_pause):
     bob, alice = new_user(store, domain), new_user(store, domain)
     body = unique_body()
-    uid = index(store, bob, store.blobs.write(body), written=[])
     sha = blobstore.sha256_hex(body)
     # GIVEN bob's expunge has taken the count to zero and is about to delete the object,
     # WHEN alice's delivery of the very same bytes does its PutObject just then
-    writes: list[blobstore.Written] = []
-    real_delete = store.blobs.s3.delete_object
-
-    def put_then_delete(**kwargs):
-        writes.append(store.blobs.write(body))
-        return real_delete(**kwargs)
-
-    monkeypatch.setattr(store.blobs.s3, "delete_object", put_then_delete)
-    assert expunge(store, bob, uid) == [uid]
-    assert len(writes) == 1
+    writes = put_during_the_last_release(store, monkeypatch, bob, body)
     # AND its transaction comes after the release has deleted the bytes
     with count_requests() as counter:
         new_uid = index(store, alice, writes[0], written=writes)
@@ -286,20 +294,9 @@ def test_the_outbound_queue_reference_survives_the_race_too(store, domain, monke
     # GIVEN bob's last reference to some bytes is being released WHEN the submit function
     # puts the very same bytes for the queue just before the DeleteObject, and takes its
     # reference after it
-    bob = new_user(store, domain)
     body = unique_body()
-    uid = index(store, bob, store.blobs.write(body))
     sha = blobstore.sha256_hex(body)
-    writes: list[blobstore.Written] = []
-    real_delete = store.blobs.s3.delete_object
-
-    def put_then_delete(**kwargs):
-        writes.append(store.blobs.write(body))
-        return real_delete(**kwargs)
-
-    monkeypatch.setattr(store.blobs.s3, "delete_object", put_then_delete)
-    assert expunge(store, bob, uid) == [uid]
-    monkeypatch.setattr(store.blobs.s3, "delete_object", real_delete)
+    writes = put_during_the_last_release(store, monkeypatch, new_user(store, domain), body)
     with count_requests() as counter:
         store.blobs.add_refs(writes[0], 2)
     # THEN the reference waited for nothing, put the bytes again and holds them
