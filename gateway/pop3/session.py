@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import ssl
 import time
@@ -31,7 +32,6 @@ from mailcore.contracts import (
     LockMaildrop,
     RemoveMessages,
     Request,
-    SelectMailbox,
     StoreFlags,
     UnlockMaildrop,
 )
@@ -40,6 +40,7 @@ from gateway.blobs import BlobCorrupt, BlobMissing, BlobReader, BlobUnavailable
 from gateway.commandlog import CommandRecord, log_command
 from gateway.functions import TemporaryFailure
 from gateway.login import authenticate, pause
+from gateway.mailbox_pages import select_pages
 from gateway.pop3 import grammar
 from gateway.pop3.content import TopCutter, stuff_message, stuffed, top
 from gateway.pop3.maildrop import Maildrop, Message
@@ -236,17 +237,12 @@ class Session:
         """The INBOX's summaries (UID, size, blob hash, flags), a page per call: each
         answer stays far inside a Lambda payload's 6 MB however large the maildrop
         (DESIGN.md contract 1). Read-only: POP3 claims no IMAP \\Recent (RFC 3501 §2.3.2)."""
-        page = self.settings.listing_page
-        listing = await self._call("MailboxFunction", SelectMailbox(user, INBOX, readonly=True, limit=page))
-        messages = list(listing.get("messages") or [])
-        while listing.get("ok") and listing.get("more") and messages:
-            after = int(messages[-1]["uid"])
-            listing = await self._call(
-                "MailboxFunction", SelectMailbox(user, INBOX, readonly=True, after_uid=after, limit=page)
-            )
+        messages: list[dict[str, Any]] = []
+        call = functools.partial(self._call, "MailboxFunction")
+        async for listing in select_pages(call, user, INBOX, True, self.settings.listing_page):
+            if not listing.get("ok"):
+                raise PermanentError("Maildrop unavailable")
             messages += listing.get("messages") or []
-        if not listing.get("ok"):
-            raise PermanentError("Maildrop unavailable")
         return {**listing, "messages": messages}
 
     async def cmd_stls(self, arg: str) -> Reply:

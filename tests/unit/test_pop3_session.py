@@ -46,7 +46,7 @@ class Functions:
             records = [{"uid": 10 + i, "size": len(m), "sha256": sha(m), "flags": []} for i, m in enumerate(MESSAGES)]
             page = [r for r in records if r["uid"] > request.after_uid][: request.limit or len(records)]
             more = bool(page) and page[-1]["uid"] < records[-1]["uid"]
-            return {"ok": True, "mailbox": {"uidvalidity": 777}, "messages": page, "more": more}
+            return {"ok": True, "mailbox": {"name": "INBOX", "uidvalidity": 777}, "messages": page, "more": more}
         if request.op == "remove":
             return {"ok": True, "removed": list(request.uids)}
         return {"ok": True}

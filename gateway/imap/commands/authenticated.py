@@ -16,7 +16,6 @@ from mailcore.contracts import (
     DeleteMailbox,
     ListMailboxes,
     RenameMailbox,
-    SelectMailbox,
     Status,
     Subscribe,
 )
@@ -25,6 +24,7 @@ from gateway.imap import syntax
 from gateway.imap.names import DELIMITER, INBOX, decode_name, encode_name, pattern_regex, tree
 from gateway.imap.responses import ALREADYEXISTS, CANNOT, CLIENTBUG, NONEXISTENT, No, Response, ok
 from gateway.imap.view import MailboxView
+from gateway.mailbox_pages import select_pages
 
 if TYPE_CHECKING:
     from gateway.imap.names import Entry
@@ -45,13 +45,12 @@ async def cmd_select(s: Session, c: syntax.Command) -> Response:
     s.deselect()  # RFC 3501 §6.3.1: the previous mailbox is closed without expunging
     if args.condstore:
         s.condstore = True
-    page = s.settings.select_page
-    result = await s.call(SelectMailbox(_user(s), name, readonly, limit=page))
+    pages = select_pages(s.call, _user(s), name, readonly, s.settings.select_page)
+    result = await anext(pages)
     mailbox = result["mailbox"]
     recent_uid = int(result["recent_uid"])
     view = MailboxView(mailbox["name"], mailbox, result["messages"], recent_uid, readonly)
-    while result.get("more") and view.uids:
-        result = await s.call(SelectMailbox(_user(s), view.name, True, after_uid=view.uids[-1], limit=page))
+    async for result in pages:
         view.add_records(result["messages"], recent_uid)
     s.select(view)
     lines = [

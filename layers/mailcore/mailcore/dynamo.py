@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -50,29 +50,46 @@ def projection(names: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def query(client: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    """Every item of a Query, page by page (one request per page of up to 1 MB)."""
+def query_pages(client: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """The raw pages of a Query (one request per page of up to 1 MB)."""
     while True:
         page = client.query(**kwargs)
-        for item in page.get("Items", []):
-            yield deserialize(item)
+        yield page
         last = page.get("LastEvaluatedKey")
         if not last:
             return
         kwargs["ExclusiveStartKey"] = last
 
 
+def query(client: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """Every item of a Query, page by page."""
+    for page in query_pages(client, **kwargs):
+        for item in page.get("Items", []):
+            yield deserialize(item)
+
+
 def batch_get(client: Any, table: str, keys: Sequence[dict[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:
     """BatchGetItem in chunks of 100 keys, retrying unprocessed keys. Order is not kept."""
     found: list[dict[str, Any]] = []
     for start in range(0, len(keys), MAX_BATCH_GET):
-        request: dict[str, Any] = {
-            table: {"Keys": [serialize(k) for k in keys[start : start + MAX_BATCH_GET]], **kwargs}
-        }
-        while request:
-            reply = client.batch_get_item(RequestItems=request)
-            found.extend(deserialize(item) for item in reply["Responses"].get(table, []))
-            request = reply.get("UnprocessedKeys") or {}
+        found += batch_get_tables(client, {table: keys[start : start + MAX_BATCH_GET]}, **kwargs).get(table, [])
+    return found
+
+
+def batch_get_tables(
+    client: Any, wanted: Mapping[str, Sequence[Mapping[str, Any]]], **kwargs: Any
+) -> dict[str, list[dict[str, Any]]]:
+    """One BatchGetItem over several tables (at most 100 keys in all; BatchGetItem spans
+    tables), retrying unprocessed keys: table -> the items found. Order is not kept."""
+    request: dict[str, Any] = {
+        table: {"Keys": [serialize(dict(k)) for k in keys], **kwargs} for table, keys in wanted.items() if keys
+    }
+    found: dict[str, list[dict[str, Any]]] = {}
+    while request:
+        reply = client.batch_get_item(RequestItems=request)
+        for table, items in reply["Responses"].items():
+            found.setdefault(table, []).extend(deserialize(i) for i in items)
+        request = reply.get("UnprocessedKeys") or {}
     return found
 
 

@@ -477,20 +477,15 @@ class MessageIndex:
 
     def count_from(self, mailbox_id: str, first_uid: int) -> int:
         """How many messages have ``uid >= first_uid``: a Query (COUNT) per 1 MB of keys."""
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk AND uid >= :u",
-            "ExpressionAttributeValues": dynamo.values(pk=mailbox_id, u=first_uid),
-            "Select": "COUNT",
-            "ConsistentRead": True,
-        }
-        count = 0
-        while True:
-            page = self.dynamodb.query(**kwargs)
-            count += int(page.get("Count", 0))
-            if "LastEvaluatedKey" not in page:
-                return count
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        pages = dynamo.query_pages(
+            self.dynamodb,
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND uid >= :u",
+            ExpressionAttributeValues=dynamo.values(pk=mailbox_id, u=first_uid),
+            Select="COUNT",
+            ConsistentRead=True,
+        )
+        return sum(int(page.get("Count", 0)) for page in pages)
 
     def get(self, mailbox_id: str, uids: list[int]) -> list[MessageRecord]:
         """Full records (with metadata) of some UIDs: one BatchGetItem per 50."""

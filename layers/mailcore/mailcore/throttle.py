@@ -132,7 +132,7 @@ class Throttle:
         wanted: dict[str, list[Mapping[str, str]]] = {self.table: [{"pk": k} for k in (akey, ckey) if k is not None]}
         if user is not None:
             wanted.setdefault(user[0], []).append(user[1])
-        found = _read(self.dynamodb, wanted)
+        found = dynamo.batch_get_tables(self.dynamodb, wanted)
         items = {i["pk"]: i for i in found.get(self.table, [])}
         user_item = next(iter(found.get(user[0], []) if user is not None else []), {})
         now = self.clock()
@@ -198,21 +198,6 @@ class Throttle:
             ConditionExpression="attribute_not_exists(pk) OR expires <= :now",
             ExpressionAttributeValues=dynamo.values(now=int(now)),
         )
-
-
-def _read(dynamodb: Any, wanted: Mapping[str, list[Mapping[str, str]]]) -> dict[str, list[dict[str, Any]]]:
-    """One BatchGetItem over several tables (a few keys: far below its 100), retrying
-    unprocessed keys; table -> the items found."""
-    request: dict[str, Any] = {
-        table: {"Keys": [dynamo.serialize(dict(k)) for k in keys]} for table, keys in wanted.items() if keys
-    }
-    found: dict[str, list[dict[str, Any]]] = {}
-    while request:
-        reply = dynamodb.batch_get_item(RequestItems=request)
-        for table, items in reply["Responses"].items():
-            found.setdefault(table, []).extend(dynamo.deserialize(i) for i in items)
-        request = reply.get("UnprocessedKeys") or {}
-    return found
 
 
 def _with_retry_after(check: Check, policy: ThrottlePolicy, now: float) -> Check:
