@@ -24,14 +24,12 @@ import asyncio
 import json
 import multiprocessing
 import os
-import platform
 import resource
 import secrets
 import socket
 import sys
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "bench password"
 
+# bench/ is on the path (the script's directory): the SMTP bench's helpers.
+from smtp_bench import CountingTransport, machine, new_user, rss_kb  # noqa: E402
 
 # -- the client (runs in its own process) -----------------------------------------------
 
@@ -127,26 +127,6 @@ class Stack:
         return tuple(self.gateway.listening["pop3"])  # type: ignore[return-value]
 
 
-class CountingTransport:
-    """Counts function invocations (Lambda Invoke requests in the cloud) per op."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            self.counts[f"{function}.{event.get('op')}"] += 1
-        return self.inner.invoke(function, event)
-
-    def take(self) -> dict[str, int]:
-        with self._lock:
-            counts = dict(self.counts)
-            self.counts.clear()
-        return counts
-
-
 def start_stack() -> Stack:
     from mailcore.settings import Settings
     from mailcore.store import Store
@@ -225,10 +205,6 @@ def seed(store: Any, user: str, raws: list[bytes]) -> None:
     updates += [store.blobs.add_refs_action(sha, n)["Update"] for sha, n in Tally(m.sha256 for m in news).items()]
     for update in updates:
         store.mailboxes.dynamodb.update_item(**update)
-
-
-def new_user(store: Any, domain: str, name: str) -> str:
-    return str(store.add_user(f"{name}-{secrets.token_hex(3)}@{domain}", PASSWORD))
 
 
 def retr_benchmark(stack: Stack, domain: str, connections: int, messages: int, size: int, hot_rounds: int) -> dict[str, Any]:
@@ -333,10 +309,7 @@ def big_maildrop_benchmark(stack: Stack, domain: str, count: int, size: int) -> 
 
 
 def current_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+    return round(rss_kb() / 1024, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         domain = stack.store.accounts.add_domain(f"bench{secrets.token_hex(3)}.test")
         rss_before = current_rss_mb()
         report: dict[str, Any] = {
-            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+            "machine": machine(),
             "retr": retr_benchmark(stack, domain, args.connections, args.messages, args.size, args.hot_rounds),
         }
         rss_after = current_rss_mb()
