@@ -8,10 +8,13 @@
   retries due at once. Every test that runs the relay needs it: without it the relay
   would ask the system's DNS.
 - ``pump``: :class:`tests.loopback.QueuePump` on the session's OutboundQueue.
+- ``relay_service``: the :class:`mailcore.relay.RelayService` that the in-process
+  RelayFunction keeps (its AWS clients), for tests that hook its requests.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,3 +72,10 @@ def pump(local_stack: Any, function_transport: Any, relay_env: RemoteMx) -> Queu
     queue = QueuePump(local_stack.resources["OutboundQueue"], lambda e: function_transport.invoke("RelayFunction", e))
     queue.run()
     return queue
+
+
+@pytest.fixture
+def relay_service(function_transport: Any) -> Any:
+    """The RelayFunction container's RelayService (the module global its handler uses)."""
+    handler = function_transport._handler("RelayFunction")
+    return inspect.unwrap(handler).__globals__["service"]

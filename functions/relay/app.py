@@ -2,7 +2,8 @@
 
 An SQS batch (Powertools BatchProcessor): each record is processed on its own, and only
 the failed ones are reported back (ReportBatchItemFailures), so SQS redelivers those and
-deletes the rest. The relay's markers make a redelivered record a no-op.
+deletes the rest. The relay's markers make a redelivered record a no-op; the answer waits
+for the last of them (``batch.settle``), and a record whose marker was not written is failed.
 """
 
 from typing import Any
@@ -21,6 +22,7 @@ service = RelayService()  # clients are created on first use, never at import
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with service.batch(event, context) as batch:
-        return process_partial_response(
+        response = process_partial_response(
             event=event, record_handler=batch.handle, processor=processor, context=context
         )
+        return batch.settle(response)

@@ -15,6 +15,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from email.message import Message
 
@@ -319,6 +320,82 @@ def test_a_redelivered_record_does_not_send_twice(user, function_transport, pump
     assert again == {"batchItemFailures": []}
     assert counter.snapshot() == {"dynamodb.BatchGetItem": 1}
     assert len(relay_env.sinks[SINKS[1]].to(f"a@{domain}")) == 1
+
+
+@contextmanager
+def hooked_marker_writes(relay_service, hook) -> Iterator[None]:
+    """``hook(pk)`` before each PutItem of the RelayFunction's DynamoDB client."""
+
+    def before(params, **_):
+        hook(params["Item"]["pk"]["S"])
+
+    events = relay_service.clients.dynamodb.meta.events
+    events.register("provide-client-params.dynamodb.PutItem", before)
+    try:
+        yield
+    finally:
+        events.unregister("provide-client-params.dynamodb.PutItem", before)
+
+
+def three_records(user, function_transport, pump, zone) -> tuple[list[str], list[dict], dict[str, tuple[str, str]]]:
+    """Three messages to one recipient each, taken off the queue as one batch: the
+    recipients, the SQS messages, and by recipient the SQS messageId and marker pk."""
+    domain = remote(zone, (10, SINKS[1]))
+    rcpts = [f"r{i}@{domain}" for i in range(3)]
+    for rcpt in rcpts:
+        send(function_transport, user, [rcpt])
+    messages = pump.receive()
+    assert len(messages) == 3
+    parsed = {m["MessageId"]: parse_request(json.loads(m["Body"]), RELAY_REQUESTS) for m in messages}
+    return rcpts, messages, {r.recipients[0]: (message_id, f"RELAY#{r.id}") for message_id, r in parsed.items()}
+
+
+def test_the_next_record_is_sent_while_a_marker_is_written(user, function_transport, pump, zone, relay_env, relay_service):
+    # GIVEN three records of one batch, and the first one's DONE marker held back until the
+    # MX has all three (at most 10 s)
+    rcpts, messages, ids = three_records(user, function_transport, pump, zone)
+    first_pk = ids[rcpts[0]][1]
+    sink = relay_env.sinks[SINKS[1]]
+    seen_while_held: list[int] = []
+
+    def hold_first(pk: str) -> None:
+        if pk == first_pk:
+            deadline = time.monotonic() + 10
+            while len(sink.messages) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seen_while_held.append(len(sink.messages))
+
+    # WHEN the relay gets them
+    with hooked_marker_writes(relay_service, hold_first), count_requests() as counter:
+        result = pump.deliver(messages)
+    # THEN the other two were sent while the first marker waited (the relay did not wait for it)
+    assert seen_while_held == [3]
+    # AND the batch was answered only once every marker was written: a redelivery sends nothing
+    assert result == {"batchItemFailures": []}
+    assert counter.snapshot()["dynamodb.PutItem"] == 3
+    assert pump.invoke(sqs_event(messages, pump.arn)) == {"batchItemFailures": []}
+    assert len(sink.messages) == 3
+
+
+def test_a_record_whose_marker_is_not_written_is_reported_failed(user, function_transport, pump, zone, relay_env, relay_service):
+    # GIVEN three records of one batch, and DynamoDB refusing the second one's marker
+    rcpts, messages, ids = three_records(user, function_transport, pump, zone)
+    failing_id, failing_pk = ids[rcpts[1]]
+
+    def refuse(pk: str) -> None:
+        if pk == failing_pk:
+            raise ConnectionError("marker write lost")
+
+    # WHEN the relay gets them
+    with hooked_marker_writes(relay_service, refuse):
+        result = pump.invoke(sqs_event(messages, pump.arn))
+    # THEN all three were sent, and only the one without a marker goes back to the queue
+    assert result == {"batchItemFailures": [{"itemIdentifier": failing_id}]}
+    assert len(relay_env.sinks[SINKS[1]].messages) == 3
+    # AND when SQS gives all three again, the two with markers are not sent again; the one
+    # without is (at least once: a duplicate rather than a loss, RFC 5321 §6.1)
+    assert pump.invoke(sqs_event(messages, pump.arn)) == {"batchItemFailures": []}
+    assert sorted(r for m in relay_env.sinks[SINKS[1]].messages for r in m.recipients) == sorted([*rcpts, rcpts[1]])
 
 
 def test_a_retried_submission_is_sent_once(store, user, function_transport, pump, zone, relay_env):

@@ -24,16 +24,25 @@ a record is done. When a delivery attempt leaves follow-up work (a bounce, a ret
 marker with the attempt's outcome is written first, so a redelivery redoes the
 follow-ups, not the delivery.
 
+A record's DONE marker is written as soon as the record is sent, but in a batch the next
+record's delivery does not wait for it (:class:`Closings`, at most
+:data:`CLOSINGS_IN_FLIGHT` at once): a batch is answered only when every marker is written,
+and a record whose marker could not be written is reported failed, as if the write had
+failed before the next delivery. A crash between a send and its marker resends the record,
+as it always could; with closings in flight, that is up to :data:`CLOSINGS_IN_FLIGHT` records.
+
 Cost of a small message delivered at the first attempt, with the DKIM key cached: 1
 BatchGetItem and 1 PutEvents per batch, 1 PutItem per record.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -63,10 +72,19 @@ SAFETY_SECONDS = 5
 MIN_RECORD_SECONDS = 10
 #: RFC 3463 X.4.7: delivery time expired.
 EXPIRED = "4.4.7"
+#: Records of a batch whose closing writes (DONE marker, blob release) may run at once,
+#: beside the next record's delivery.
+CLOSINGS_IN_FLIGHT = 4
+
+MarkerKey = tuple[str, str]
 
 
 def marker_key(record: RelayRecord) -> dict[str, str]:
     return {"pk": f"RELAY#{record.id}", "sk": f"HOP#{record.hop}"}
+
+
+def marker_id(record: RelayRecord) -> MarkerKey:
+    return (f"RELAY#{record.id}", f"HOP#{record.hop}")
 
 
 def backoff(attempts: int, first: int, last: int) -> int:
@@ -92,10 +110,13 @@ class Relay:
     clock: Callable[[], float] = time.time
     #: Markers read or written by this invocation: a record that SQS hands out twice in
     #: one batch (or a retried submission's twin) is seen as done the second time.
-    known: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    known: dict[MarkerKey, dict[str, Any]] = field(default_factory=dict)
     #: Connections to MXs kept between the records of one batch (RFC 5321 §3.3), closed
     #: by :class:`RelayService` at its end; None: a connection per delivery.
     sessions: Sessions | None = None
+    #: Where records' closing writes run beside the next delivery (:class:`Closings`,
+    #: settled by :class:`RelayBatch`); None: before :meth:`process` returns.
+    closings: Closings | None = None
 
     @classmethod
     def build(cls, clients: Clients, settings: Settings) -> Relay:
@@ -109,7 +130,7 @@ class Relay:
 
     # -- markers -------------------------------------------------------------------
 
-    def markers(self, records: list[RelayRecord]) -> dict[tuple[str, str], dict[str, Any]]:
+    def markers(self, records: list[RelayRecord]) -> dict[MarkerKey, dict[str, Any]]:
         """The markers of ``records``: one BatchGetItem per 100."""
         if not records:
             return {}
@@ -133,6 +154,23 @@ class Relay:
         self.store.mailboxes.dynamodb.put_item(TableName=self.store.mailboxes.table, Item=dynamo.serialize(item))
         self.known[(item["pk"], item["sk"])] = item
 
+    def close(self, record: RelayRecord, release: bool = False) -> None:
+        """The record is done: its DONE marker, then (once that is written) the queue's
+        reference on its blob (:mod:`mailcore.outbound`). Later records of the batch see it
+        done at once; the writes run in :attr:`closings` if there are any."""
+        key = marker_id(record)
+        self.known[key] = {"pk": key[0], "sk": key[1], "state": DONE}
+
+        def writes() -> None:
+            self.mark(record, DONE)
+            if release:
+                self.store.blobs.release(record.sha256)
+
+        if self.closings is None:
+            writes()
+        else:
+            self.closings.run(key, writes)
+
     # -- one record ------------------------------------------------------------------
 
     def process(
@@ -145,12 +183,12 @@ class Relay:
         if marker is None and record.not_before > now:
             # Not yet: another hop on the queue, as long as SQS lets it wait.
             self.queue.send([replace(record, hop=record.hop + 1)], delay=int(record.not_before - now) + 1)
-            self.mark(record, DONE)
+            self.close(record)
             return
         if marker is None and deadline - time.monotonic() < MIN_RECORD_SECONDS:
             # This invocation is nearly out of time: leave the record to another one.
             self.queue.send([replace(record, hop=record.hop + 1)])
-            self.mark(record, DONE)
+            self.close(record)
             return
         raw = decode_inline(record.message) if record.message else self.store.blobs.get(record.sha256)
         if marker is None:
@@ -263,9 +301,7 @@ class Relay:
                     },
                 )
             )
-        self.mark(record, DONE)
-        if not deferred and not record.message:
-            self.store.blobs.release(record.sha256)  # the queue's reference (mailcore.outbound)
+        self.close(record, release=not deferred and not record.message)
         if delivered:
             events.append(
                 (
@@ -368,6 +404,35 @@ class Relay:
 # -- one batch -------------------------------------------------------------------------
 
 
+class Closings:
+    """Records' closing writes, run in ``pool`` while the batch goes on: at most
+    :data:`CLOSINGS_IN_FLIGHT` unfinished at once (a further one waits for a place)."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool
+        self.pending: list[tuple[MarkerKey, Future[None]]] = []
+
+    def run(self, key: MarkerKey, writes: Callable[[], None]) -> None:
+        while True:
+            unfinished = [f for _, f in self.pending if not f.done()]
+            if len(unfinished) < CLOSINGS_IN_FLIGHT:
+                break
+            wait(unfinished, return_when=FIRST_COMPLETED)
+        # The caller's context goes along: request accounting and BACKGROUND are context variables.
+        self.pending.append((key, self.pool.submit(contextvars.copy_context().run, writes)))
+
+    def settle(self) -> set[MarkerKey]:
+        """Waits for every write; the records whose writes failed."""
+        failed = set()
+        for key, future in self.pending:
+            error = future.exception()
+            if error is not None:
+                log.error("relay %s %s: closing writes failed: %r", key[0], key[1], error)
+                failed.add(key)
+        self.pending.clear()
+        return failed
+
+
 @dataclass
 class RelayBatch:
     """One invocation's records: markers read up front, events published at the end."""
@@ -377,6 +442,8 @@ class RelayBatch:
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     #: Records parsed by :meth:`prefetch`, by body: each is parsed (and checked) once.
     parsed: dict[str, RelayRecord] = field(default_factory=dict)
+    #: SQS message ids by marker: the queue records a failed closing write fails.
+    message_ids: dict[MarkerKey, list[str]] = field(default_factory=dict)
 
     def prefetch(self, event: dict[str, Any]) -> None:
         for raw in event.get("Records") or []:
@@ -391,8 +458,21 @@ class RelayBatch:
         """The BatchProcessor's record handler: raise, and the record returns to the queue."""
         body = record.body if hasattr(record, "body") else record["body"]
         parsed = self.parsed.get(body) or parse_record(body)
-        key = marker_key(parsed)
-        self.relay.process(parsed, self.relay.known.get((key["pk"], key["sk"])), self.deadline, self.events)
+        key = marker_id(parsed)
+        message_id = record.message_id if hasattr(record, "message_id") else record["messageId"]
+        self.message_ids.setdefault(key, []).append(message_id)
+        self.relay.process(parsed, self.relay.known.get(key), self.deadline, self.events)
+
+    def settle(self, response: Mapping[str, Any]) -> dict[str, Any]:
+        """``response`` (``batchItemFailures``) once every closing write is done, with the
+        records whose writes failed added: SQS gives those again."""
+        closings = self.relay.closings
+        failed = closings.settle() if closings is not None else set()
+        items = list(response.get("batchItemFailures", []))
+        reported = {item["itemIdentifier"] for item in items}
+        for key in sorted(failed):
+            items += [{"itemIdentifier": m} for m in self.message_ids.get(key, []) if m not in reported]
+        return {**response, "batchItemFailures": items}
 
     def publish(self) -> None:
         """Events of the batch, one PutEvents per 10. The mail is sent by now: a failure
@@ -424,16 +504,19 @@ class RelayService:
 
     def __init__(self) -> None:
         self.clients = Clients()
+        self.pool = ThreadPoolExecutor(CLOSINGS_IN_FLIGHT, thread_name_prefix="relay-closing")
 
     @contextmanager
     def batch(self, event: dict[str, Any], context: Any) -> Iterator[RelayBatch]:
         remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 300
         relay = Relay.build(self.clients, Settings.from_env())
         relay.sessions = Sessions()
+        relay.closings = Closings(self.pool)
         batch = RelayBatch(relay, deadline=time.monotonic() + remaining - SAFETY_SECONDS)
         batch.prefetch(event)
         try:
             yield batch
         finally:
+            relay.closings.settle()  # nothing is left running between invocations
             relay.sessions.close()
             batch.publish()
