@@ -2,7 +2,7 @@
 # create the virtual environment on first use.
 
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Reinstalled when the dependencies change.
 STAMP  := $(VENV)/.installed
@@ -50,4 +50,4 @@ clean:
 
 # clean, and the virtual environments too.
 distclean: clean
-	rm -rf $(VENV) .venv-tools
+	rm -rf $(VENV) .venv-3.13 .venv-tools
