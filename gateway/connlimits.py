@@ -4,7 +4,11 @@ A connection is counted from the moment its client is known (after the PROXY hea
 the limit applies to the real client and not to the load balancer) until it ends. One
 over a limit gets its protocol's "temporary, try later" answer and is closed, so a
 flood from one address cannot take the slots of everyone else, and sessions already
-open go on undisturbed. The counts are per process: each gateway copy behind the load
+open go on undisturbed. Connections whose PROXY header is still awaited (each for at most
+the header timeout) have their client unknown, so they are counted apart, up to the same
+total: one more is dropped at once, unanswered as the PROXY protocol drops
+(proxy-protocol.txt §2.1). Silent connections thus hold at most that many sockets, and
+cannot take the slots of clients already known. The counts are per process: each gateway copy behind the load
 balancer enforces its own.
 """
 
@@ -60,8 +64,22 @@ class ConnectionCounter:
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
         self.open = 0
+        #: Connections whose PROXY header has not arrived (their client is not known yet).
+        self.awaiting = 0
         self.clients: Counter[str] = Counter()
         self.users: Counter[str] = Counter()
+
+    def await_header(self) -> bool:
+        """Count a connection whose PROXY header is yet to come; False when as many as the
+        total are awaited. :meth:`header_done` ends the count, whatever the header's fate."""
+        if self.awaiting >= self.limits.total:
+            log.warning("connection dropped before its PROXY header: %d headers awaited, the limit", self.awaiting)
+            return False
+        self.awaiting += 1
+        return True
+
+    def header_done(self) -> None:
+        self.awaiting -= 1
 
     def admit(self, host: str) -> Slot | None:
         """A slot for a new connection from ``host``, or None when a limit is reached."""

@@ -234,12 +234,16 @@ class Gateway:
         listener the handshake (before the refusal too, which must travel in TLS).
         False: the connection is to be closed (a refused one has been told why)."""
         if conn.listener in self.config.proxy_protocol:
+            if not self.connections.await_header():
+                return False  # the gateway is full: dropped unanswered, as below
             try:
                 header = await read_header(conn.reader, self.config.proxy_header_timeout)
             except ProxyHeaderError as error:
                 # §2.1: no reply, the connection is dropped.
                 log.warning("%s %s: %s dropped: %s", conn.listener, conn.session_id, conn.peer[0], error)
                 return False
+            finally:
+                self.connections.header_done()
             conn.proxied = header.source
         conn.slot = self.connections.admit(conn.peer[0])
         if conn.listener in IMPLICIT_TLS:

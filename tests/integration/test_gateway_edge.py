@@ -18,7 +18,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -297,6 +297,36 @@ def test_flood_beyond_the_gateway_total_is_refused_while_open_sessions_go_on(edg
             still_working(wire, listener)
     finally:
         for wire, _ in held:
+            wire.close()
+
+
+def test_connections_awaiting_their_header_count_in_the_total(edge, monkeypatch):
+    edge.settle()
+    # GIVEN a header timeout long enough for the test, and the gateway's total reached by
+    # connections that never send their PROXY header
+    monkeypatch.setattr(edge.gateway, "config", replace(edge.gateway.config, proxy_header_timeout=30.0))
+    silent = [Wire(edge.gateway.listening["smtp"]) for _ in range(LIMITS.total)]
+    try:
+        deadline = time.monotonic() + 10
+        while edge.gateway.connections.awaiting < LIMITS.total and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert edge.gateway.connections.awaiting == LIMITS.total
+        # WHEN a client with a valid header connects THEN it is dropped unanswered (§2.1;
+        # its header unread, so the close may come as a reset)
+        late = edge.open("smtp", "192.0.2.150")
+        with contextlib.suppress(ConnectionResetError):
+            assert late.sock.recv(100) == b""
+        late.close()
+        # AND once the silent ones are gone, the same client gets in
+        for wire in silent[:2]:
+            wire.close()
+        while edge.gateway.connections.awaiting > LIMITS.total - 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        again = edge.open("smtp", "192.0.2.150")
+        greeted(again)
+        again.close()
+    finally:
+        for wire in silent:
             wire.close()
 
 
