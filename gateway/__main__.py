@@ -2,13 +2,14 @@
 
 Functions are called by their deployed names (``AUTH_FUNCTION`` ...) with boto3; the TLS
 certificate and key come from files, or from the Secrets Manager secret ``TLS_SECRET_ARN``
-(a JSON object with ``certificate`` and ``private_key`` PEM strings).
+(a JSON object with ``certificate`` and ``private_key`` PEM strings), read again every
+``TLS_SECRET_REFRESH_SECONDS`` (gateway/secret_tls.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import os
 import signal
@@ -20,17 +21,8 @@ import boto3
 
 from gateway.config import GatewayConfig
 from gateway.functions import FunctionClient, LambdaTransport
+from gateway.secret_tls import SecretCertificate
 from gateway.server import Gateway, drain_seconds
-
-
-def _certificate_from_secret(config: GatewayConfig, secret_arn: str) -> GatewayConfig:
-    secret = json.loads(boto3.client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"])
-    directory = Path(tempfile.mkdtemp(prefix="tls-"))
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    cert.write_text(secret["certificate"])
-    key.write_text(secret["private_key"])
-    key.chmod(0o600)
-    return replace(config, tls_cert_file=str(cert), tls_key_file=str(key))
 
 
 async def main() -> None:
@@ -42,11 +34,25 @@ async def main() -> None:
     for name in ("botocore", "boto3", "urllib3"):
         logging.getLogger(name).setLevel(max(logging.getLogger().level, logging.INFO))
     config = GatewayConfig.from_env()
+    secret: SecretCertificate | None = None
     if os.environ.get("TLS_SECRET_ARN") and not config.tls_cert_file:
-        config = _certificate_from_secret(config, os.environ["TLS_SECRET_ARN"])
+        secret = SecretCertificate(
+            boto3.client("secretsmanager"), os.environ["TLS_SECRET_ARN"], Path(tempfile.mkdtemp(prefix="tls-"))
+        )
+        secret.fetch()
+        config = replace(config, tls_cert_file=str(secret.cert_file), tls_key_file=str(secret.key_file))
     gateway = Gateway(config, FunctionClient(LambdaTransport(boto3.client("lambda"), config.function_names)))
     await gateway.start()
-    await serve_until_signalled(gateway, drain_seconds())
+    refresh = None
+    if secret is not None and config.tls_secret_refresh_seconds > 0:
+        refresh = asyncio.create_task(secret.refresh(config.tls_secret_refresh_seconds))
+    try:
+        await serve_until_signalled(gateway, drain_seconds())
+    finally:
+        if refresh is not None:
+            refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresh
 
 
 async def serve_until_signalled(gateway: Gateway, drain: float) -> None:

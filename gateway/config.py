@@ -61,6 +61,9 @@ class GatewayConfig:
     tls_handshake_timeout: float = 30.0
     #: Seconds between looks at the certificate and key files for a change (0: never).
     tls_reload_seconds: float = 60.0
+    #: Seconds between reads of the TLS_SECRET_ARN secret for a new version (0: never;
+    #: gateway/secret_tls.py).
+    tls_secret_refresh_seconds: float = 3600.0
     #: Open connections in total, per client address, per IMAP user (gateway/connlimits.py).
     connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
@@ -80,6 +83,7 @@ class GatewayConfig:
             proxy_header_timeout=float(env.get("PROXY_PROTOCOL_TIMEOUT") or 5.0),
             tls_handshake_timeout=float(env.get("TLS_HANDSHAKE_TIMEOUT") or 30.0),
             tls_reload_seconds=float(env.get("TLS_RELOAD_SECONDS") or 60.0),
+            tls_secret_refresh_seconds=float(env.get("TLS_SECRET_REFRESH_SECONDS") or 3600.0),
             connection_limits=ConnectionLimits.from_env(env),
         )
 
