@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 
 
 class SecretCertificate:
-    def __init__(self, client: Any, secret_id: str, directory: Path) -> None:
+    def __init__(self, client: Any, arn: str, directory: Path) -> None:
         self.client = client
-        self.secret_id = secret_id
+        self.arn = arn
         self.cert_file = directory / "cert.pem"
         self.key_file = directory / "key.pem"
         #: The secret's version now in the files.
@@ -34,7 +34,7 @@ class SecretCertificate:
         """Write the secret's certificate and key if its version is not the one in the
         files; True if written. Raises what Secrets Manager raises, KeyError or ValueError
         for a secret that is not the expected JSON object."""
-        reply = self.client.get_secret_value(SecretId=self.secret_id)
+        reply = self.client.get_secret_value(SecretId=self.arn)
         if reply["VersionId"] == self.version:
             return False
         secret = json.loads(reply["SecretString"])
@@ -53,7 +53,7 @@ class SecretCertificate:
                 if await asyncio.to_thread(self.fetch):
                     log.info("TLS certificate version %s written from the secret", self.version)
             except Exception as error:  # the certificate in use stays
-                log.error("TLS secret %s not read, the files stay: %s: %s", self.secret_id, type(error).__name__, error)
+                log.error("TLS secret %s not read, the files stay: %s: %s", self.arn, type(error).__name__, error)
 
 
 def _replace(path: Path, text: str, mode: int) -> None:
