@@ -125,13 +125,17 @@ class BusyServer:
 
 class ScriptedServer:
     """A small SMTP server for what aiosmtpd does not show: it offers PIPELINING and
-    STARTTLS, answers STARTTLS with 220 and then garbage instead of a TLS handshake (when
-    ``break_tls``), and keeps every chunk it reads, so a test sees what came in one write."""
+    STARTTLS (or the ``extensions`` given, DSN say, taking any parameters), answers
+    STARTTLS with 220 and then garbage instead of a TLS handshake (when ``break_tls``), and
+    keeps every chunk it reads, so a test sees what came in one write."""
 
-    def __init__(self, host: str, port: int, break_tls: bool = True) -> None:
+    def __init__(
+        self, host: str, port: int, break_tls: bool = True, extensions: tuple[str, ...] = ("PIPELINING", "STARTTLS", "8BITMIME")
+    ) -> None:
         self.sock = socket.create_server((host, port))
         self.sock.settimeout(0.2)
         self.break_tls = break_tls
+        self.ehlo = "".join(f"250-{e}\r\n" for e in ("scripted", *extensions[:-1])) + f"250 {extensions[-1]}\r\n"
         self.chunks: list[bytes] = []
         self.commands: list[list[str]] = []  # per connection
         self.messages: list[bytes] = []
@@ -168,7 +172,7 @@ class ScriptedServer:
                 verb = line.split(b" ", 1)[0].upper().decode()
                 commands.append(verb)
                 if verb == "EHLO":
-                    conn.sendall(b"250-scripted\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n")
+                    conn.sendall(self.ehlo.encode())
                 elif verb == "STARTTLS" and self.break_tls:
                     conn.sendall(b"220 2.0.0 Ready to start TLS\r\n")
                     conn.sendall(b"this is not a TLS server hello\r\n" * 4)

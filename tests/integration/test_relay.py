@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import email.utils
 import json
 import secrets
 import time
@@ -27,7 +28,7 @@ from mailcore.accounting import count_requests
 from mailcore.aws import Clients
 from mailcore.contracts import RELAY_REQUESTS, RelayRecord, Submit, parse_request
 from mailcore.mailboxes import INBOX
-from mailcore.outbound import OutboundQueue, encode_inline
+from mailcore.outbound import OutboundQueue, decode_inline, encode_inline
 from mailcore.relay import Relay, backoff, wants_report
 from mailcore.settings import Settings
 from mailcore.store import Store
@@ -294,6 +295,72 @@ def test_no_report_on_a_report(store, user, function_transport, pump, zone, mail
     assert reports(store, user) == []
     (bounced,) = mail_events("MessageBounced")
     assert bounced["detail"]["report"] is False
+
+
+def test_notify_success_past_a_server_without_dsn_gets_a_relayed_report(store, user, function_transport, pump, zone, relay_env, mail_events):
+    # GIVEN a recipient whose NOTIFY asks for SUCCESS, at a server that does not offer DSN
+    domain = remote(zone, (10, SINKS[1]))
+    rcpt = f"a@{domain}"
+    send(function_transport, user, [rcpt, f"b@{domain}"], notify=["SUCCESS,FAILURE", ""])
+    # WHEN it is relayed
+    pump.run()
+    # THEN the sender is told it was relayed, for that recipient only (RFC 3461 §6.2.2.2)
+    assert len(relay_env.sinks[SINKS[1]].to(rcpt)) == 1
+    (report,) = reports(store, user)
+    assert report["Subject"] == "Successful Mail Delivery Report"
+    human, status, headers = report.get_payload()
+    assert rcpt in human.get_payload() and "does not report delivery" in human.get_payload()
+    (block,) = status.get_payload()[1:]
+    assert (block["Final-Recipient"], block["Action"], block["Status"]) == (f"rfc822;{rcpt}", "relayed", "2.0.0")
+    assert block["Remote-MTA"] == f"dns;mx0.{domain}"
+    assert headers["Content-Description"] == "Delivered Message Headers"
+    assert mail_events("MessageBounced") == []
+
+
+def test_notify_success_at_a_server_with_dsn_is_left_to_it(store, user, function_transport, pump, zone, relay_env):
+    # GIVEN a server that offers DSN (RFC 3461 §4)
+    server = ScriptedServer(SCRIPTED, relay_env.port, break_tls=False, extensions=("PIPELINING", "DSN", "8BITMIME"))
+    try:
+        domain = remote(zone, (10, SCRIPTED))
+        send(function_transport, user, [f"a@{domain}"], notify=["SUCCESS"])
+        pump.run()
+        # THEN the request went along with the recipient, and the report is that server's to send
+        assert len(server.messages) == 1
+        assert b"NOTIFY=SUCCESS" in b"".join(server.chunks)
+        assert reports(store, user) == []
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("notify", "warned"), [("", True), ("DELAY", True), ("FAILURE", False)])
+def test_a_message_deferred_past_the_warning_time_gets_one_delayed_report(relay, zone, notify, warned):
+    # GIVEN a message that has waited two hours, its server still refusing, and the
+    # warning due after one
+    relay.settings = replace(relay.settings, relay_delay_warning=3600, relay_lifetime=5 * 24 * 3600)
+    domain = remote(zone, (10, REFUSING))
+    first = int(time.time()) - 7200
+    waiting = record(domain=domain, recipients=[f"a@{domain}"], notify=[notify], first_attempt=first, attempts=3)
+    # WHEN it is tried again
+    relay.process(waiting, None, time.monotonic() + 60, [])
+    # THEN it goes back on the queue, marked as warned
+    again = [r for r, _ in relay.queue.sqs.sent if r.sender]
+    assert [(r.hop, r.warned) for r in again] == [(1, True)]
+    # AND, as NOTIFY asks (absent: FAILURE,DELAY), the sender (not ours: through the
+    # queue, with the null reverse-path) gets a "delayed" report with its Will-Retry-Until
+    notices = [r for r, _ in relay.queue.sqs.sent if not r.sender]
+    assert len(notices) == (1 if warned else 0)
+    if warned:
+        (notice,) = notices
+        assert notice.recipients == [waiting.sender]
+        report = email.message_from_bytes(decode_inline(notice.message), policy=email.policy.compat32)
+        assert report["Subject"] == "Delayed Mail (still being retried)"
+        block = report.get_payload()[1].get_payload()[1]
+        assert (block["Action"], block["Status"]) == ("delayed", "4.4.1")
+        assert email.utils.parsedate_to_datetime(block["Will-Retry-Until"]).timestamp() == first + 5 * 24 * 3600
+    # AND the next attempt, still deferred, tells nobody again
+    relay.queue.sqs.sent.clear()
+    relay.process(again[0], None, time.monotonic() + 60, [])
+    assert [r.warned for r, _ in relay.queue.sqs.sent] == [True]
 
 
 def test_notify_never_means_no_report(store, user, function_transport, pump, zone):
@@ -611,8 +678,9 @@ def test_backoff_doubles_up_to_its_limit(attempts, wait):
 
 @pytest.mark.parametrize(
     ("notify", "kind", "wanted"),
-    [("", "FAILURE", True), ("", "DELAY", False), ("NEVER", "FAILURE", False), ("SUCCESS,DELAY", "FAILURE", False),
-     ("failure", "FAILURE", True), ("SUCCESS, FAILURE", "FAILURE", True)],
+    [("", "FAILURE", True), ("", "DELAY", True), ("", "SUCCESS", False), ("NEVER", "FAILURE", False),
+     ("NEVER", "DELAY", False), ("SUCCESS,DELAY", "FAILURE", False), ("failure", "FAILURE", True),
+     ("SUCCESS, FAILURE", "FAILURE", True), ("FAILURE", "DELAY", False)],
 )
 def test_notify_rfc3461_4_1(notify, kind, wanted):
     assert wants_report(notify, kind) is wanted

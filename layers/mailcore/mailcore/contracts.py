@@ -394,6 +394,8 @@ class RelayRecord(Request):
     envid: str = ""
     notify: list[str] = field(default_factory=list)
     orcpt: list[str] = field(default_factory=list)
+    #: The sender was told of the delay already (one "delayed" report per message).
+    warned: bool = False
 
 
 RELAY_REQUESTS: tuple[type[Request], ...] = (RelayRecord,)

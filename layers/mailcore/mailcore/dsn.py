@@ -85,6 +85,13 @@ def _human_text(reporting_mta: str, reports: Sequence[RecipientReport]) -> str:
             "It will be tried again; you need not send it again.",
             "",
         ]
+    if any(r.action == "relayed" for r in reports):
+        lines += [
+            "Your message was handed to the mail server of one or more recipients, as",
+            "you asked to be told. That server does not report delivery, so this is the",
+            "last notice from here; it may still return the message if it cannot deliver it.",
+            "",
+        ]
     for r in reports:
         reason = r.diagnostic or r.status
         where = f" (from {r.remote_mta})" if r.remote_mta else ""
@@ -136,7 +143,13 @@ def build_report(
     boundary = f"=_report_{token[:24]}"
     message_id = message_id or f"<dsn.{token}@{reporting_mta}>"
     failed = any(r.action == "failed" for r in reports)
-    subject = "Undelivered Mail Returned to Sender" if failed else "Delayed Mail (still being retried)"
+    delayed = any(r.action == "delayed" for r in reports)
+    if failed:
+        subject = "Undelivered Mail Returned to Sender"
+    elif delayed:
+        subject = "Delayed Mail (still being retried)"
+    else:
+        subject = "Successful Mail Delivery Report"
     headers = [
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
         f"To: <{sender}>",
@@ -166,7 +179,8 @@ def build_report(
         + "\r\n".join(status_lines).encode("utf-8")
         + b"\r\n",
         (
-            b"Content-Description: " + (b"Undelivered Message" if full else b"Undelivered Message Headers") + b"\r\n"
+            b"Content-Description: " + (b"Undelivered " if failed or delayed else b"Delivered ")
+            + (b"Message" if full else b"Message Headers") + b"\r\n"
             b"Content-Type: " + (b"message/rfc822" if full else b"text/rfc822-headers") + b"\r\n"
             + (b"Content-Transfer-Encoding: 8bit\r\n" if eight_bit else b"")
             + b"\r\n"

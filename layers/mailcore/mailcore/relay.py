@@ -10,9 +10,12 @@ For each record (:class:`mailcore.contracts.RelayRecord`) the relay
    the sender domain's DKIM key (:mod:`mailcore.dkim`) and delivers it
    (:mod:`mailcore.smtpclient`), with a result per recipient; the records of one batch
    for the same server share a connection (RFC 5321 §3.3);
-4. bounces the recipients that failed for good, or whose retries ran past the lifetime
-   (RFC 5321 §4.5.4.1: give up after 4-5 days), with an RFC 3464 report to the sender
-   (:mod:`mailcore.dsn`) — never for a message with the null reverse-path;
+4. reports to the sender (an RFC 3464 report, :mod:`mailcore.dsn`; never for a message
+   with the null reverse-path) the recipients that failed for good or whose retries ran
+   past the lifetime (RFC 5321 §4.5.4.1: give up after 4-5 days), those handed to a server
+   without DSN when NOTIFY asked for SUCCESS ("relayed", RFC 3461 §6.2.2.2), and once,
+   after ``RELAY_DELAY_WARNING_SECONDS``, those still deferred ("delayed", §4.1), in one
+   report per attempt, as NOTIFY asks;
 5. puts the recipients that failed for now back on the queue, after an exponential
    backoff (``RELAY_RETRY_MIN_SECONDS`` doubling up to ``RELAY_RETRY_MAX_SECONDS``);
 6. writes the record's marker, and publishes ``MessageSent``, ``DeliveryDelayed`` and
@@ -93,11 +96,27 @@ def backoff(attempts: int, first: int, last: int) -> int:
 
 
 def wants_report(notify: str, kind: str) -> bool:
-    """RFC 3461 §4.1 NOTIFY: NEVER, or a list of SUCCESS, FAILURE, DELAY; absent means FAILURE."""
+    """RFC 3461 §4.1 NOTIFY: NEVER, or a list of SUCCESS, FAILURE, DELAY. Absent, it is
+    FAILURE or FAILURE,DELAY at the MTA's discretion: here FAILURE,DELAY, as Postfix and
+    Sendmail have it (a delay warning once, after ``RELAY_DELAY_WARNING_SECONDS``)."""
     values = {v.strip().upper() for v in notify.split(",") if v.strip()}
     if not values:
-        return kind == "FAILURE"
+        return kind in ("FAILURE", "DELAY")
     return "NEVER" not in values and kind in values
+
+
+#: What each report action answers to in NOTIFY (RFC 3461 §4.1).
+NOTIFY_KIND = {"failed": "FAILURE", "delayed": "DELAY", "relayed": "SUCCESS"}
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One recipient's line in a report to the sender."""
+
+    result: RecipientResult
+    action: str  # failed, delayed, relayed (RFC 3464 §2.3.3)
+    status: str
+    will_retry_until: int = 0
 
 
 @dataclass
@@ -149,7 +168,12 @@ class Relay:
         }
         if attempt is not None:
             item["outcome"] = json.dumps(
-                {"server": attempt.server, "tls": attempt.tls, "results": [asdict(r) for r in attempt.results]}
+                {
+                    "server": attempt.server,
+                    "tls": attempt.tls,
+                    "dsn": attempt.dsn,
+                    "results": [asdict(r) for r in attempt.results],
+                }
             )
         self.store.mailboxes.dynamodb.put_item(TableName=self.store.mailboxes.table, Item=dynamo.serialize(item))
         self.known[(item["pk"], item["sk"])] = item
@@ -195,7 +219,8 @@ class Relay:
             attempt = self.attempt(record, raw, deadline)
         else:  # a redelivery after the attempt: redo only what followed it
             outcome = json.loads(marker["outcome"])
-            attempt = Attempt([RecipientResult(**r) for r in outcome["results"]], outcome["server"], outcome["tls"])
+            results = [RecipientResult(**r) for r in outcome["results"]]
+            attempt = Attempt(results, outcome["server"], outcome["tls"], outcome.get("dsn", False))
         self.follow_up(record, raw, attempt, first_time=marker is None, events=events)
 
     def attempt(self, record: RelayRecord, raw: bytes, deadline: float) -> Attempt:
@@ -249,11 +274,21 @@ class Relay:
         expired: list[RecipientResult] = []
         if deferred and now >= expires:
             expired, deferred = deferred, []
-        if (failed or expired or deferred) and first_time:
+        warning = self.settings.relay_delay_warning
+        warn = bool(deferred) and not record.warned and 0 < warning <= now - (record.first_attempt or now)
+        notices = [
+            *[Notice(r, "failed", r.status) for r in failed],
+            *[Notice(r, "failed", EXPIRED) for r in expired],
+            # RFC 3461 §6.2.2.2: past a server without DSN nobody reports success.
+            *[Notice(r, "relayed", r.status) for r in delivered if not attempt.dsn],
+            *[Notice(r, "delayed", r.status, will_retry_until=expires) for r in deferred if warn],
+        ]
+        notices = [n for n in notices if record.sender and self.asked(record, n.result.recipient, n.action)]
+        if (failed or expired or deferred or notices) and first_time:
             self.mark(record, ATTEMPTED, attempt)
         base = {"id": record.id, "domain": record.domain, "sender": record.sender, "message_id": record.message_id}
+        reported = self.report(record, raw, notices, now) if notices else False
         if failed or expired:
-            reported = self.bounce(record, raw, failed, expired, now)
             events.append(
                 (
                     "MessageBounced",
@@ -265,7 +300,7 @@ class Relay:
                             **{r.recipient: EXPIRED for r in expired},
                         },
                         "attempts": attempts,
-                        "report": reported,
+                        "report": reported and any(n.action == "failed" for n in notices),
                     },
                 )
             )
@@ -283,6 +318,7 @@ class Relay:
                         attempts=attempts,
                         hop=record.hop + 1,
                         not_before=next_at,
+                        warned=record.warned or warn,
                     )
                 ],
                 delay=next_at - now,
@@ -327,34 +363,35 @@ class Relay:
             len(deferred),
         )
 
-    # -- bounces -------------------------------------------------------------------------
+    # -- reports to the sender ------------------------------------------------------------
 
-    def bounce(
-        self, record: RelayRecord, raw: bytes, failed: list[RecipientResult], expired: list[RecipientResult], now: int
-    ) -> bool:
+    def asked(self, record: RelayRecord, recipient: str, action: str) -> bool:
+        """Whether the recipient's NOTIFY asks for a report of ``action``."""
+        index = {r: i for i, r in enumerate(record.recipients)}.get(recipient, -1)
+        notify = record.notify[index] if 0 <= index < len(record.notify) else ""
+        return wants_report(notify, NOTIFY_KIND[action])
+
+    def report(self, record: RelayRecord, raw: bytes, notices: list[Notice], now: int) -> bool:
         """An RFC 3464 report to the sender; True if one was made. Never for a bounce."""
         if not record.sender:
             return False  # RFC 3464 §2 / RFC 5321 §4.5.5: no report on a report
         index = {r: i for i, r in enumerate(record.recipients)}
-        reports: list[RecipientReport] = []
-        for result, status in [(r, r.status) for r in failed] + [(r, EXPIRED) for r in expired]:
-            i = index.get(result.recipient, -1)
-            if not wants_report(record.notify[i] if 0 <= i < len(record.notify) else "", "FAILURE"):
-                continue
+        reports = []
+        for notice in notices:
+            result, i = notice.result, index.get(notice.result.recipient, -1)
             reports.append(
                 RecipientReport(
                     recipient=result.recipient,
-                    action="failed",
-                    status=status,
+                    action=notice.action,
+                    status=notice.status,
                     diagnostic=result.diagnostic,
                     diagnostic_type=result.diagnostic_type,
                     remote_mta=result.remote_mta,
                     original_recipient=record.orcpt[i] if 0 <= i < len(record.orcpt) else "",
                     last_attempt=now,
+                    will_retry_until=notice.will_retry_until,
                 )
             )
-        if not reports:
-            return False
         report = build_report(
             reporting_mta=self.settings.mail_hostname,
             sender=record.sender,

@@ -76,6 +76,9 @@ class Settings:
     #: Backoff between attempts: the first wait, doubled each time up to the last.
     relay_retry_min: int = 300
     relay_retry_max: int = 4 * 3600
+    #: After this long deferred, the sender gets one "delayed" report (RFC 3461 §4.1
+    #: DELAY; Sendmail's Timeout.queuewarn, 4 hours); 0: never.
+    relay_delay_warning: int = 4 * 3600
     # -- authentication (functions/auth) --
     #: The DynamoDB table of failure counters ("": no throttling, as for mailctl).
     throttle_table: str = ""
@@ -106,6 +109,7 @@ class Settings:
             relay_lifetime=int(env.get("RELAY_LIFETIME_SECONDS") or 5 * 24 * 3600),
             relay_retry_min=int(env.get("RELAY_RETRY_MIN_SECONDS") or 300),
             relay_retry_max=int(env.get("RELAY_RETRY_MAX_SECONDS") or 4 * 3600),
+            relay_delay_warning=int(env.get("RELAY_DELAY_WARNING_SECONDS") or 4 * 3600),
             throttle_table=env.get("THROTTLE_TABLE", ""),
             throttle=ThrottlePolicy.from_env(env),
         )

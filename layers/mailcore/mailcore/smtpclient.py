@@ -124,6 +124,9 @@ class Attempt:
     #: host[address] of the server that answered the transaction ("" if none did).
     server: str = ""
     tls: bool = False
+    #: That server offered DSN (RFC 3461 §4): it took the NOTIFY requests along, and
+    #: success notices are its to send from here (§5.2.2).
+    dsn: bool = False
 
 
 class _NextHost(Exception):
@@ -462,7 +465,8 @@ def _attempt_address(
 
 def _finish(session: _Session, results: list[RecipientResult], sessions: Sessions | None) -> Attempt:
     """The attempt's outcome; the connection kept for the next transaction if it can take one."""
-    attempt = Attempt(results, session.server, session.tls)
+    dsn = session.smtp is not None and session.smtp.has_extn("dsn")
+    attempt = Attempt(results, session.server, session.tls, dsn)
     if sessions is not None and session.ready:
         sessions.keep(session)
     else:
