@@ -7,7 +7,7 @@ import email.policy
 from email.message import Message
 
 import pytest
-from mailcore.dsn import RecipientReport, build_report, header_section
+from mailcore.dsn import MAX_RETURNED, RecipientReport, build_report, header_section, wants_report
 
 ORIGINAL = (
     b"Received: from client by mail.example.test\r\n"
@@ -100,6 +100,22 @@ def test_ret_full_returns_the_whole_message_rfc3461_4_3():
     assert inner["Subject"] == "Lunch?" and inner.get_payload() == "Shall we?\r\n"
 
 
+def test_ret_full_of_a_large_message_returns_its_headers_only():
+    # Postfix's bounce_size_limit: a report must fit a queue record (SQS: 256 KiB)
+    large = ORIGINAL + b"x" * MAX_RETURNED
+    attached = report(ret="FULL", original=large).get_payload()[2]
+    assert attached.get_content_type() == "text/rfc822-headers"
+    assert "Subject: Lunch?" in attached.get_payload() and "xxxx" not in attached.get_payload()
+
+
+def test_success_reports_say_delivered():
+    delivered = RecipientReport("bob@remote.test", "delivered", "2.0.0")
+    message = report(reports=[delivered])
+    assert message["Subject"] == "Successful Mail Delivery Report"
+    assert "delivered to the mailbox" in message.get_payload()[0].get_payload()
+    assert message.get_payload()[2]["Content-Description"] == "Delivered Message Headers"
+
+
 def test_delay_reports_say_until_when():
     delayed = RecipientReport("bob@remote.test", "delayed", "4.4.1", will_retry_until=NOW + 86400)
     message = report(reports=[delayed])
@@ -143,3 +159,13 @@ def test_unknown_actions_are_refused():
             original=ORIGINAL,
             arrival=ARRIVAL,
         )
+
+
+@pytest.mark.parametrize(
+    ("notify", "kind", "wanted"),
+    [("", "FAILURE", True), ("", "DELAY", True), ("", "SUCCESS", False), ("NEVER", "FAILURE", False),
+     ("NEVER", "DELAY", False), ("SUCCESS,DELAY", "FAILURE", False), ("failure", "FAILURE", True),
+     ("SUCCESS, FAILURE", "FAILURE", True), ("FAILURE", "DELAY", False)],
+)
+def test_notify_rfc3461_4_1(notify, kind, wanted):
+    assert wants_report(notify, kind) is wanted

@@ -3,21 +3,34 @@
 RFC 5321 §6.1: once we answer 250 to the end of data, the message is ours. So a delivery
 either indexes the message for every recipient or raises, and the gateway answers 451
 (RFC 5321 §4.2.5) and the client retries; the dedup key makes the retry deliver once.
+
+Reports to senders (RFC 3464) go out from here too (:func:`deliver_report`): a delivery
+whose recipients' NOTIFY asks for SUCCESS reports "delivered" (RFC 3461 §6.2.2.1), and
+the relay's bounces and notices take the same way.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import time
 from typing import Any
 
-from mailcore.contracts import Deliver, Request, Resolve
+from mailcore.aws import Clients
+from mailcore.blobstore import sha256_hex
+from mailcore.contracts import Deliver, RelayRecord, Request, Resolve
+from mailcore.dsn import RecipientReport, asked, build_report, report_id
 from mailcore.errors import InvalidInput, NotFound
 from mailcore.mailboxes import INBOX
 from mailcore.messages import Delivered, NewMessage
 from mailcore.mime import analyze
+from mailcore.outbound import OutboundQueue, encode_inline, record_id
 from mailcore.store import Store
+
+log = logging.getLogger(__name__)
+#: The queue for reports to senders elsewhere, where the caller has none.
+_clients = Clients()
 
 
 def resolve(store: Store, request: Resolve) -> dict[str, Any]:
@@ -43,12 +56,18 @@ def deliver(store: Store, request: Deliver) -> dict[str, Any]:
     unreferenced (:meth:`BlobStore.delete_unreferenced`), and 2 GetItems per duplicate
     recipient to publish its event again. A release of the same bytes
     racing with the delivery costs it 1 GetItem, 1 PutObject and a transaction more.
+    Recipients whose NOTIFY asks for SUCCESS add one report: a delivery into the sender's
+    INBOX, or 1 SendMessage to the OutboundQueue.
     """
     raw = message_bytes(store, request)
     meta = analyze(raw)
     users: dict[str, str] = {}
+    reached: list[str] = []  # the recipients that lead to a mailbox
     for recipient in request.recipients:
-        for user in store.accounts.resolve(recipient).users:
+        found = store.accounts.resolve(recipient).users
+        if found:
+            reached.append(recipient)
+        for user in found:
             users.setdefault(user, recipient)
     if not users:
         raise NotFound("no local recipient")
@@ -88,7 +107,70 @@ def deliver(store: Store, request: Deliver) -> dict[str, Any]:
         # first attempt stored the very same bytes (then it has references and stays).
         store.blobs.delete_unreferenced(sha)
     store.events.publish("MessageReceived", events)
+    report_delivered(store, request, raw, reached, now)
     return {"sha256": sha, "size": len(raw), "deliveries": deliveries}
+
+
+def report_delivered(store: Store, request: Deliver, raw: bytes, reached: list[str], now: int) -> None:
+    """RFC 3461 §6.2.2.1: as the final delivery, a "delivered" report to the sender for
+    the recipients whose NOTIFY asks for SUCCESS. A retried delivery reports again under
+    the same name, so the sender gets it once."""
+    wanted = [r for r in reached if asked(request.recipients, request.notify, r, "delivered")]
+    if not request.sender or not wanted:
+        return
+    index = {r: i for i, r in enumerate(request.recipients)}
+    reports = [
+        RecipientReport(
+            recipient=r,
+            action="delivered",
+            status="2.0.0",
+            original_recipient=request.orcpt[index[r]] if index[r] < len(request.orcpt) else "",
+            last_attempt=now,
+        )
+        for r in wanted
+    ]
+    report = build_report(
+        reporting_mta=store.settings.mail_hostname,
+        sender=request.sender,
+        reports=reports,
+        original=raw,
+        arrival=now,
+        envid=request.envid,
+        ret=request.ret,
+        now=now,
+    )
+    name = request.dedup_key or report_id(sha256_hex(raw), *wanted)
+    deliver_report(store, request.sender, report, f"dsn:delivered:{name}")
+
+
+def deliver_report(store: Store, sender: str, report: bytes, dedup: str, queue: OutboundQueue | None = None) -> None:
+    """A report (RFC 3464) to ``sender``, with the null reverse-path, which no report
+    answers (RFC 3464 §2): into the sender's INBOX when the address is ours, else on the
+    OutboundQueue to the sender's domain (inline: :data:`mailcore.dsn.MAX_RETURNED` keeps
+    it small). ``dedup`` names it: delivered once, however often this is called."""
+    # RFC 5321 §4.4: final delivery records the (null) reverse-path.
+    body = b"Return-Path: <>\r\n" + report
+    try:
+        inline = base64.b64encode(body).decode("ascii")
+        deliver(store, Deliver(staging_key="", message=inline, sender="", recipients=[sender], dedup_key=dedup))
+        return
+    except NotFound:
+        pass
+    if store.accounts.resolve(sender).local_domain:
+        log.warning("a report for a user of ours who is gone was dropped")
+        return
+    domain = sender.rpartition("@")[2]
+    record = RelayRecord(
+        id=record_id(dedup, domain),
+        domain=domain,
+        sender="",
+        recipients=[sender],
+        sha256=sha256_hex(report),
+        size=len(report),
+        message=encode_inline(report),
+        first_attempt=int(time.time()),
+    )
+    (queue or OutboundQueue(_clients.sqs, store.settings.outbound_queue_url)).send([record])
 
 
 def message_bytes(store: Store, request: Deliver) -> bytes:

@@ -7,7 +7,8 @@
    per-recipient fields per recipient (§2.3): Final-Recipient, Action, Status,
    Remote-MTA and Diagnostic-Code when a server answered, Last-Attempt-Date;
 3. the original message: its header section as text/rfc822-headers (RFC 6522 §4), or
-   all of it as message/rfc822 when the sender asked for RET=FULL (RFC 3461 §4.3).
+   all of it as message/rfc822 when the sender asked for RET=FULL (RFC 3461 §4.3) and it
+   is at most :data:`MAX_RETURNED` octets.
 
 A DSN travels with the null reverse-path (RFC 3464 §2, RFC 5321 §4.5.5), so it can
 never cause another; the caller sees to that, and to never reporting on a message that
@@ -26,8 +27,30 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 ACTIONS = ("failed", "delayed", "delivered", "relayed", "expanded")
+#: What each report action answers to in NOTIFY (RFC 3461 §4.1).
+NOTIFY_KIND = {"failed": "FAILURE", "delayed": "DELAY", "relayed": "SUCCESS", "delivered": "SUCCESS"}
+#: RET=FULL returns the whole message up to this size, its header section beyond (as
+#: Postfix's bounce_size_limit): a report must fit a queue record and a mailbox.
+MAX_RETURNED = 50_000
 #: RFC 5322 §2.1.1: a line is at most 998 characters; leave room for the field name.
 _MAX_FIELD = 900
+
+
+def wants_report(notify: str, kind: str) -> bool:
+    """RFC 3461 §4.1 NOTIFY: NEVER, or a list of SUCCESS, FAILURE, DELAY. Absent, it is
+    FAILURE or FAILURE,DELAY at the MTA's discretion: here FAILURE,DELAY, as Postfix and
+    Sendmail have it (a delay warning once, after ``RELAY_DELAY_WARNING_SECONDS``)."""
+    values = {v.strip().upper() for v in notify.split(",") if v.strip()}
+    if not values:
+        return kind in ("FAILURE", "DELAY")
+    return "NEVER" not in values and kind in values
+
+
+def asked(recipients: Sequence[str], notify: Sequence[str], recipient: str, action: str) -> bool:
+    """Whether ``recipient``'s NOTIFY (``notify`` runs beside ``recipients``, "" where
+    absent) asks for a report with ``action``."""
+    index = {r: i for i, r in enumerate(recipients)}.get(recipient, -1)
+    return wants_report(notify[index] if 0 <= index < len(notify) else "", NOTIFY_KIND[action])
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,8 @@ def _human_text(reporting_mta: str, reports: Sequence[RecipientReport]) -> str:
             "It will be tried again; you need not send it again.",
             "",
         ]
+    if any(r.action == "delivered" for r in reports):
+        lines += ["Your message was delivered to the mailbox of one or more recipients, as you", "asked to be told.", ""]
     if any(r.action == "relayed" for r in reports):
         lines += [
             "Your message was handed to the mail server of one or more recipients, as",
@@ -168,7 +193,7 @@ def build_report(
     status_lines = per_message
     for r in reports:
         status_lines += ["", *_recipient_block(r)]
-    full = ret.upper() == "FULL"
+    full = ret.upper() == "FULL" and len(original) <= MAX_RETURNED
     original = _crlf(original)
     attached = original if full else header_section(original)
     eight_bit = any(b > 127 for b in attached)

@@ -52,13 +52,11 @@ from typing import Any
 
 from mailcore import dkim, dynamo
 from mailcore.aws import Clients
-from mailcore.blobstore import sha256_hex
-from mailcore.contracts import RELAY_REQUESTS, ContractError, Deliver, RelayRecord, parse_request
-from mailcore.delivery import deliver
-from mailcore.dsn import RecipientReport, build_report
-from mailcore.errors import NotFound
+from mailcore.contracts import RELAY_REQUESTS, ContractError, RelayRecord, parse_request
+from mailcore.delivery import deliver_report
+from mailcore.dsn import RecipientReport, asked, build_report
 from mailcore.mx import MxResolver, make_resolver
-from mailcore.outbound import OutboundQueue, decode_inline, encode_inline, record_id
+from mailcore.outbound import OutboundQueue, decode_inline
 from mailcore.settings import Settings
 from mailcore.smtpclient import Attempt, ClientConfig, Envelope, RecipientResult, Sessions
 from mailcore.smtpclient import deliver as smtp_deliver
@@ -93,20 +91,6 @@ def marker_id(record: RelayRecord) -> MarkerKey:
 def backoff(attempts: int, first: int, last: int) -> int:
     """Seconds to wait after the ``attempts``-th attempt: ``first``, doubled each time, at most ``last``."""
     return int(min(last, first * 2 ** max(0, attempts - 1)))
-
-
-def wants_report(notify: str, kind: str) -> bool:
-    """RFC 3461 §4.1 NOTIFY: NEVER, or a list of SUCCESS, FAILURE, DELAY. Absent, it is
-    FAILURE or FAILURE,DELAY at the MTA's discretion: here FAILURE,DELAY, as Postfix and
-    Sendmail have it (a delay warning once, after ``RELAY_DELAY_WARNING_SECONDS``)."""
-    values = {v.strip().upper() for v in notify.split(",") if v.strip()}
-    if not values:
-        return kind in ("FAILURE", "DELAY")
-    return "NEVER" not in values and kind in values
-
-
-#: What each report action answers to in NOTIFY (RFC 3461 §4.1).
-NOTIFY_KIND = {"failed": "FAILURE", "delayed": "DELAY", "relayed": "SUCCESS"}
 
 
 @dataclass(frozen=True)
@@ -283,7 +267,7 @@ class Relay:
             *[Notice(r, "relayed", r.status) for r in delivered if not attempt.dsn],
             *[Notice(r, "delayed", r.status, will_retry_until=expires) for r in deferred if warn],
         ]
-        notices = [n for n in notices if record.sender and self.asked(record, n.result.recipient, n.action)]
+        notices = [n for n in notices if record.sender and asked(record.recipients, record.notify, n.result.recipient, n.action)]
         if (failed or expired or deferred or notices) and first_time:
             self.mark(record, ATTEMPTED, attempt)
         base = {"id": record.id, "domain": record.domain, "sender": record.sender, "message_id": record.message_id}
@@ -365,12 +349,6 @@ class Relay:
 
     # -- reports to the sender ------------------------------------------------------------
 
-    def asked(self, record: RelayRecord, recipient: str, action: str) -> bool:
-        """Whether the recipient's NOTIFY asks for a report of ``action``."""
-        index = {r: i for i, r in enumerate(record.recipients)}.get(recipient, -1)
-        notify = record.notify[index] if 0 <= index < len(record.notify) else ""
-        return wants_report(notify, NOTIFY_KIND[action])
-
     def report(self, record: RelayRecord, raw: bytes, notices: list[Notice], now: int) -> bool:
         """An RFC 3464 report to the sender; True if one was made. Never for a bounce."""
         if not record.sender:
@@ -402,40 +380,8 @@ class Relay:
             ret=record.ret,
             now=now,
         )
-        self.send_report(record, report)
+        deliver_report(self.store, record.sender, report, f"dsn:{record.id}:{record.hop}", self.queue)
         return True
-
-    def send_report(self, record: RelayRecord, report: bytes) -> None:
-        """To the sender's INBOX through the inbound path; to its MX if the sender is not ours."""
-        dedup = f"dsn:{record.id}:{record.hop}"
-        staged = f"staging/dsn-{record.id}-{record.hop}"
-        # RFC 5321 §4.4: final delivery records the (null) reverse-path of the report.
-        body = b"Return-Path: <>\r\n" + report
-        self.store.blobs.s3.put_object(Bucket=self.store.blobs.bucket, Key=staged, Body=body, ContentType="message/rfc822")
-        try:
-            deliver(self.store, Deliver(staging_key=staged, sender="", recipients=[record.sender], dedup_key=dedup))
-            return
-        except NotFound:
-            pass
-        if self.store.accounts.resolve(record.sender).local_domain:
-            log.warning("relay %s: the sender %s is gone; report dropped", record.id, record.sender)
-            return
-        domain = record.sender.rpartition("@")[2]
-        now = int(self.clock())
-        self.queue.send(
-            [
-                RelayRecord(
-                    id=record_id(dedup, domain),
-                    domain=domain,
-                    sender="",
-                    recipients=[record.sender],
-                    sha256=sha256_hex(report),
-                    size=len(report),
-                    message=encode_inline(report),
-                    first_attempt=now,
-                )
-            ]
-        )
 
 
 # -- one batch -------------------------------------------------------------------------

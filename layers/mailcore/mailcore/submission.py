@@ -238,7 +238,8 @@ def submit(store: Store, request: Submit, queue: OutboundQueue | None = None) ->
     local = [i for i, r in enumerate(recipients) if r.domain in local_domains]
     delivered: list[dict[str, Any]] = []
     if local:
-        delivered = _deliver_locally(store, request, final, [recipients[i] for i in local], dedup)
+        dsn = [(notify[i], orcpt[i]) for i in local]
+        delivered = _deliver_locally(store, request, final, [recipients[i] for i in local], dsn, dedup)
 
     by_domain: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(recipients):
@@ -286,9 +287,10 @@ def submit(store: Store, request: Submit, queue: OutboundQueue | None = None) ->
 
 
 def _deliver_locally(
-    store: Store, request: Submit, final: bytes, recipients: list[Address], dedup: str
+    store: Store, request: Submit, final: bytes, recipients: list[Address], dsn: list[tuple[str, str]], dedup: str
 ) -> list[dict[str, Any]]:
-    """The inbound path (mailcore.delivery), with the Return-Path final delivery adds (RFC 5321 §4.4)."""
+    """The inbound path (mailcore.delivery), with the Return-Path final delivery adds (RFC
+    5321 §4.4) and each recipient's NOTIFY and ORCPT (``dsn``, RFC 3461 §4)."""
     staged = f"{STAGING_PREFIX}submit-{uuid.uuid4().hex}"
     copy = f"Return-Path: <{request.sender}>\r\n".encode() + final
     store.blobs.s3.put_object(Bucket=store.blobs.bucket, Key=staged, Body=copy, ContentType="message/rfc822")
@@ -300,6 +302,10 @@ def _deliver_locally(
                 sender=request.sender,
                 recipients=[str(r) for r in recipients],
                 dedup_key=f"submit:{dedup}",
+                ret=request.ret,
+                envid=request.envid,
+                notify=[n for n, _ in dsn],
+                orcpt=[o for _, o in dsn],
             ),
         )
     except NotFound:
