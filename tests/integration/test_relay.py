@@ -402,6 +402,18 @@ def test_notify_success_between_our_users_reports_once_into_the_sender_inbox(sto
     assert (block["Final-Recipient"], block["Action"]) == (f"rfc822;{bob}", "delivered")
 
 
+def test_notify_success_to_an_alias_of_several_users_reports_expanded(store, domain, user, function_transport):
+    # RFC 3464 §2.3.3: delivered, and passed on to several addresses beyond it
+    team = f"team-{secrets.token_hex(3)}@{domain}"
+    store.accounts.add_alias(team, [new_user(store, domain), new_user(store, domain)])
+    raw = message(user, team)
+    request = Submit(user=user, sender=user, recipients=[team], message=base64.b64encode(raw).decode(), notify=["SUCCESS"])
+    assert function_transport.invoke("SubmitFunction", request.to_event())["ok"]
+    (report,) = reports(store, user)
+    block = report.get_payload()[1].get_payload()[1]
+    assert (block["Final-Recipient"], block["Action"], block["Status"]) == (f"rfc822;{team}", "expanded", "2.0.0")
+
+
 def test_notify_never_means_no_report(store, user, function_transport, pump, zone):
     domain = f"r{secrets.token_hex(5)}.test"
     zone.add(domain, "MX", "0 .")

@@ -62,11 +62,11 @@ def deliver(store: Store, request: Deliver) -> dict[str, Any]:
     raw = message_bytes(store, request)
     meta = analyze(raw)
     users: dict[str, str] = {}
-    reached: list[str] = []  # the recipients that lead to a mailbox
+    reached: dict[str, int] = {}  # the recipients that lead to mailboxes: how many
     for recipient in request.recipients:
         found = store.accounts.resolve(recipient).users
         if found:
-            reached.append(recipient)
+            reached[recipient] = len(found)
         for user in found:
             users.setdefault(user, recipient)
     if not users:
@@ -111,10 +111,11 @@ def deliver(store: Store, request: Deliver) -> dict[str, Any]:
     return {"sha256": sha, "size": len(raw), "deliveries": deliveries}
 
 
-def report_delivered(store: Store, request: Deliver, raw: bytes, reached: list[str], now: int) -> None:
+def report_delivered(store: Store, request: Deliver, raw: bytes, reached: dict[str, int], now: int) -> None:
     """RFC 3461 §6.2.2.1: as the final delivery, a "delivered" report to the sender for
-    the recipients whose NOTIFY asks for SUCCESS. A retried delivery reports again under
-    the same name, so the sender gets it once."""
+    the recipients whose NOTIFY asks for SUCCESS ("expanded" for an alias that reached
+    several mailboxes, RFC 3464 §2.3.3). A retried delivery reports again under the same
+    name, so the sender gets it once."""
     wanted = [r for r in reached if asked(request.recipients, request.notify, r, "delivered")]
     if not request.sender or not wanted:
         return
@@ -122,7 +123,7 @@ def report_delivered(store: Store, request: Deliver, raw: bytes, reached: list[s
     reports = [
         RecipientReport(
             recipient=r,
-            action="delivered",
+            action="expanded" if reached[r] > 1 else "delivered",
             status="2.0.0",
             original_recipient=request.orcpt[index[r]] if index[r] < len(request.orcpt) else "",
             last_attempt=now,

@@ -28,7 +28,7 @@ from email.utils import format_datetime
 
 ACTIONS = ("failed", "delayed", "delivered", "relayed", "expanded")
 #: What each report action answers to in NOTIFY (RFC 3461 §4.1).
-NOTIFY_KIND = {"failed": "FAILURE", "delayed": "DELAY", "relayed": "SUCCESS", "delivered": "SUCCESS"}
+NOTIFY_KIND = {"failed": "FAILURE", "delayed": "DELAY", "relayed": "SUCCESS", "delivered": "SUCCESS", "expanded": "SUCCESS"}
 #: RET=FULL returns the whole message up to this size, its header section beyond (as
 #: Postfix's bounce_size_limit): a report must fit a queue record and a mailbox.
 MAX_RETURNED = 50_000
@@ -108,7 +108,7 @@ def _human_text(reporting_mta: str, reports: Sequence[RecipientReport]) -> str:
             "It will be tried again; you need not send it again.",
             "",
         ]
-    if any(r.action == "delivered" for r in reports):
+    if any(r.action in ("delivered", "expanded") for r in reports):
         lines += ["Your message was delivered to the mailbox of one or more recipients, as you", "asked to be told.", ""]
     if any(r.action == "relayed" for r in reports):
         lines += [
