@@ -30,6 +30,7 @@ from gateway.pop3.replies import SYS_TEMP
 from gateway.proxy import ProxyHeaderError, read_header
 from gateway.smtp import replies as smtp_replies
 from gateway.smtp import submission
+from gateway.smtp.recipients import FOREIGN, ForeignDomains
 from gateway.tls import ServerTls, self_signed, start_implicit_tls
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,8 @@ class Gateway:
         self.config = config
         self.functions = functions
         # "aws": lazily created, request-counted AWS clients (S3 staging writes, blob reads).
-        self.services = services if services is not None else {"aws": Clients()}
+        self.services: dict[str, Any] = services if services is not None else {"aws": Clients()}
+        self.services.setdefault(FOREIGN, ForeignDomains.from_env())
         self.listening: dict[str, tuple[str, int]] = {}
         self._servers: list[asyncio.Server] = []
         self._tls_dir = tls_dir

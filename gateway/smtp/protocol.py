@@ -46,7 +46,7 @@ from gateway.smtp.grammar import (
     parse_rcpt_command,
 )
 from gateway.smtp.limits import COMMAND_LINE, LONGEST_COMMAND_LINE, MAIL_LINE, RCPT_LINE, SmtpLimits
-from gateway.smtp.recipients import INGEST, Verdict, check_postmaster, check_recipient
+from gateway.smtp.recipients import FOREIGN, INGEST, Verdict, check_postmaster, check_recipient
 from gateway.smtp.replies import Action, Reply
 from gateway.smtp.session import Recipient, Session, State, Transaction
 from gateway.smtp.trace import TlsInfo, TraceInfo, received, return_path
@@ -440,7 +440,7 @@ class SmtpProtocol:
         """The MX role's relay policy (gateway/smtp/recipients.py): local recipients only."""
         if command.postmaster:
             return await check_postmaster(self.conn.functions, self.hostname)
-        return await check_recipient(self.conn.functions, command.forward_path)
+        return await check_recipient(self.conn.functions, command.forward_path, self.conn.services.get(FOREIGN))
 
     async def cmd_data(self, argument: str) -> Reply:
         """RFC 5321 §4.1.1.4: 354, then the data (read by the loop after the 354 is out)."""

@@ -13,15 +13,26 @@ the source route of ``<@a,@b:user@c>`` is ignored (RFC 5321 §3.6.1, Appendix C)
 ``user%elsewhere@ours``, ``elsewhere!user@ours`` and ``"user@elsewhere"@ours`` name
 ``user@elsewhere`` once the outer domain is known to be ours (Postfix
 ``allow_percent_hack``, ``swap_bangpath``), so that address must be local in turn.
+
+A domain the function called not ours is remembered by the gateway process for as long
+as the function's own cache keeps a refusal (``RESOLVE_NEGATIVE_CACHE_SECONDS``, 10 s):
+further recipients there need no call (:class:`ForeignDomains`). On port 25 that answers
+relay probes at once; on submission it saves the one Lambda invocation each outbound
+recipient cost.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mailcore.addresses import parse_address
 from mailcore.contracts import Resolve
+from mailcore.errors import InvalidInput
 
 from gateway.functions import FunctionClient
 from gateway.smtp import replies
@@ -29,6 +40,8 @@ from gateway.smtp.grammar import Mailbox, is_domain, is_dot_string
 from gateway.smtp.replies import Reply
 
 INGEST = "IngestFunction"
+#: The gateway's ``services`` entry holding its :class:`ForeignDomains`.
+FOREIGN = "foreign_domains"
 #: How many routing layers (``a%b%c@d``) are unwrapped before we give up.
 MAX_ROUTING_STEPS = 3
 _ROUTING = re.compile(r"[@%!]")
@@ -62,9 +75,50 @@ def unroute(local_part: str) -> tuple[str, str] | None:
     return user, host
 
 
-async def _resolve(functions: FunctionClient, address: str) -> dict[str, Any]:
-    """One ``resolve`` call; TemporaryFailure propagates (the session answers 451 4.3.0)."""
-    return await functions.call(INGEST, Resolve(address))
+class ForeignDomains:
+    """Domains that are not ours, each until ``seconds`` after the function said so; at
+    most ``limit`` of them (a flood of made-up domains empties the memory, not more)."""
+
+    def __init__(self, seconds: float = 10.0, limit: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.limit, self.clock = seconds, limit, clock
+        self._until: dict[str, float] = {}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ForeignDomains:
+        env = os.environ if env is None else env
+        return cls(float(env.get("RESOLVE_NEGATIVE_CACHE_SECONDS") or 10.0))
+
+    def knows(self, domain: str) -> bool:
+        until = self._until.get(domain)
+        if until is None:
+            return False
+        if until <= self.clock():
+            del self._until[domain]
+            return False
+        return True
+
+    def learn(self, domain: str) -> None:
+        if self.seconds <= 0:
+            return
+        if len(self._until) >= self.limit:
+            self._until.clear()
+        self._until[domain] = self.clock() + self.seconds
+
+
+async def resolve(functions: FunctionClient, address: str, foreign: ForeignDomains | None = None) -> dict[str, Any]:
+    """The ``resolve`` operation's answer for ``address``: from ``foreign`` when its domain
+    is known not to be ours, else one call; TemporaryFailure propagates (the session
+    answers 451 4.3.0)."""
+    try:
+        domain = parse_address(address).domain
+    except InvalidInput:
+        domain = ""  # the function answers (not ok: 501)
+    if foreign is not None and domain and foreign.knows(domain):
+        return {"ok": True, "recipient": str(parse_address(address)), "local_domain": False, "deliverable": False}
+    result = await functions.call(INGEST, Resolve(address))
+    if foreign is not None and domain and result.get("ok") and not result.get("local_domain"):
+        foreign.learn(domain)
+    return result
 
 
 def _verdict(result: dict[str, Any]) -> Verdict:
@@ -77,16 +131,16 @@ def _verdict(result: dict[str, Any]) -> Verdict:
     return Verdict(replies.S250_RECIPIENT_OK, str(result["recipient"]))
 
 
-async def check_recipient(functions: FunctionClient, mailbox: Mailbox) -> Verdict:
+async def check_recipient(functions: FunctionClient, mailbox: Mailbox, foreign: ForeignDomains | None = None) -> Verdict:
     """Accept, refuse as unknown, or refuse as relaying (RFC 5321 §3.9, §7.1)."""
     local, domain = mailbox.unquoted_local_part, mailbox.domain
     for _ in range(MAX_ROUTING_STEPS + 1):
         if domain.startswith("["):
             return DENIED  # none of our domains is an address literal
         if is_dot_string(local) and not _ROUTING.search(local):
-            return _verdict(await _resolve(functions, f"{local}@{domain}"))
+            return _verdict(await resolve(functions, f"{local}@{domain}", foreign))
         # Routing, or a quoted local part no mailbox here can have: is the domain ours at all?
-        probe = await _resolve(functions, f"postmaster@{domain}")
+        probe = await resolve(functions, f"postmaster@{domain}", foreign)
         if not probe.get("ok") or not probe.get("local_domain"):
             return DENIED
         routed = unroute(local)
@@ -102,5 +156,5 @@ async def check_postmaster(functions: FunctionClient, hostname: str) -> Verdict:
     Deviation from RFC 5321 §4.5.1 (MUST accept it): when the gateway's host name is not
     a local domain with a postmaster, there is nowhere to deliver, and we say 550 5.1.1.
     """
-    verdict = _verdict(await _resolve(functions, f"postmaster@{hostname}"))
+    verdict = _verdict(await resolve(functions, f"postmaster@{hostname}"))
     return verdict if verdict.accepted else UNKNOWN

@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from mailcore.contracts import Request, Resolve, Submit
+from mailcore.contracts import Request, Submit
 
 from gateway.functions import TemporaryFailure
 from gateway.login import authenticate, pause
@@ -67,7 +67,7 @@ from gateway.smtp.data import MessageSink
 from gateway.smtp.grammar import GrammarError, RcptCommand, decode_xtext, is_dot_string, parse_reverse_path
 from gateway.smtp.limits import SmtpLimits
 from gateway.smtp.protocol import COMMANDS, CommandSpec, Handler, SmtpProtocol, SmtpService
-from gateway.smtp.recipients import INGEST, Verdict
+from gateway.smtp.recipients import FOREIGN, Verdict, resolve
 from gateway.smtp.replies import Reply, reply
 from gateway.smtp.session import State, Transaction
 from gateway.smtp.trace import protocol, received
@@ -289,14 +289,15 @@ class SubmissionProtocol(SmtpProtocol):
 
     async def check_recipient(self, command: RcptCommand) -> Verdict:
         """RFC 6409 §4.3: an authenticated user may send anywhere; in our domains the
-        mailbox must exist (550 5.1.1). One ``resolve`` (cached by the function)."""
+        mailbox must exist (550 5.1.1). One ``resolve`` (cached by the function), none for
+        a domain the gateway knows is not ours (gateway/smtp/recipients.py)."""
         if command.postmaster:
             return await super().check_recipient(command)  # <Postmaster>: ours (RFC 5321 §4.1.1.3)
         mailbox = command.forward_path
         local = mailbox.unquoted_local_part
         if mailbox.literal or not is_dot_string(local):
             return Verdict(S553_UNSUPPORTED_RECIPIENT)
-        result = await self.conn.functions.call(INGEST, Resolve(f"{local}@{mailbox.domain}"))
+        result = await resolve(self.conn.functions, f"{local}@{mailbox.domain}", self.conn.services.get(FOREIGN))
         if not result.get("ok"):
             return Verdict(replies.S501_BAD_RECIPIENT)
         if result.get("local_domain") and not result.get("deliverable"):

@@ -367,6 +367,38 @@ def test_local_recipients_must_exist_remote_ones_are_accepted(gateway, store, do
         assert code(client.rcpt(user)) == expect(replies.S250_RECIPIENT_OK)
 
 
+def test_a_domain_known_not_to_be_ours_costs_no_further_resolve(gateway, monkeypatch, store, domain, user):
+    # GIVEN the gateway's calls to the functions, counted
+    functions = gateway.gateway.functions
+    inner = functions.transport
+    resolves: list[str] = []
+
+    class Counting:
+        def invoke(self, function, event):
+            if event.get("op") == "resolve":
+                resolves.append(event["recipient"])
+            return inner.invoke(function, event)
+
+    monkeypatch.setattr(functions, "transport", Counting())
+    remote = f"{secrets.token_hex(4)}.example"
+    with logged_in(gateway, "submission", user) as client:
+        client.mail(user)
+        # WHEN a user names three recipients at a domain that is not ours, and one of ours
+        for rcpt in (f"a@{remote}", f"B@{remote.upper()}", f"c@{remote}", f"nobody@{domain}"):
+            assert code(client.rcpt(rcpt))[0] in (250, 550)
+    # THEN only the first at that domain asked the IngestFunction (its answer is kept as
+    # long as the function keeps a refusal); our domain is asked every time
+    assert resolves == [f"a@{remote}", f"nobody@{domain}"]
+    # AND on port 25 a relay probe to another such domain is refused, asked once
+    resolves.clear()
+    probed = f"{secrets.token_hex(4)}.example"
+    with connect(gateway, "smtp", tls=False) as client:
+        client.mail("someone@example.org")
+        for rcpt in (f"x@{probed}", f"y@{probed}"):
+            assert code(client.rcpt(rcpt)) == expect(replies.S554_RELAY_DENIED)
+    assert resolves == [f"x@{probed}"]
+
+
 def test_the_auth_parameter_of_mail_is_accepted_rfc4954_5(gateway, user):
     with logged_in(gateway, "submission", user) as client:
         assert code(client.mail(user, ["AUTH=<>"])) == expect(replies.S250_SENDER_OK)
