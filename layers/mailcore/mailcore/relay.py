@@ -85,7 +85,8 @@ def marker_key(record: RelayRecord) -> dict[str, str]:
 
 
 def marker_id(record: RelayRecord) -> MarkerKey:
-    return (f"RELAY#{record.id}", f"HOP#{record.hop}")
+    key = marker_key(record)
+    return (key["pk"], key["sk"])
 
 
 def backoff(attempts: int, first: int, last: int) -> int:
