@@ -23,14 +23,14 @@ recipient cost.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mailcore.addresses import parse_address
+from mailcore.accounts import MAX_CACHED, NEGATIVE_TTL, ResolutionCache
+from mailcore.addresses import Address, parse_address
 from mailcore.contracts import Resolve
 from mailcore.errors import InvalidInput
 
@@ -79,14 +79,16 @@ class ForeignDomains:
     """Domains that are not ours, each until ``seconds`` after the function said so; at
     most ``limit`` of them (a flood of made-up domains empties the memory, not more)."""
 
-    def __init__(self, seconds: float = 10.0, limit: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, seconds: float = NEGATIVE_TTL, limit: int = MAX_CACHED, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.seconds, self.limit, self.clock = seconds, limit, clock
         self._until: dict[str, float] = {}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ForeignDomains:
-        env = os.environ if env is None else env
-        return cls(float(env.get("RESOLVE_NEGATIVE_CACHE_SECONDS") or 10.0))
+        """As long as the function's :class:`mailcore.accounts.ResolutionCache` keeps a refusal."""
+        return cls(ResolutionCache.from_env(env).negative_ttl)
 
     def knows(self, domain: str) -> bool:
         until = self._until.get(domain)
@@ -110,14 +112,14 @@ async def resolve(functions: FunctionClient, address: str, foreign: ForeignDomai
     is known not to be ours, else one call; TemporaryFailure propagates (the session
     answers 451 4.3.0)."""
     try:
-        domain = parse_address(address).domain
+        parsed: Address | None = parse_address(address)
     except InvalidInput:
-        domain = ""  # the function answers (not ok: 501)
-    if foreign is not None and domain and foreign.knows(domain):
-        return {"ok": True, "recipient": str(parse_address(address)), "local_domain": False, "deliverable": False}
+        parsed = None  # the function answers (not ok: 501)
+    if foreign is not None and parsed is not None and foreign.knows(parsed.domain):
+        return {"ok": True, "recipient": str(parsed), "local_domain": False, "deliverable": False}
     result = await functions.call(INGEST, Resolve(address))
-    if foreign is not None and domain and result.get("ok") and not result.get("local_domain"):
-        foreign.learn(domain)
+    if foreign is not None and parsed is not None and result.get("ok") and not result.get("local_domain"):
+        foreign.learn(parsed.domain)
     return result
 
 
